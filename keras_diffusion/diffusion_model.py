@@ -1,0 +1,413 @@
+"""`DiffusionModel`: trains a denoiser with the simplified ε-loss and samples from it."""
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_diffusion import predictions, samplers, schedules
+from keras_diffusion.backend import compile_function
+
+
+@keras.saving.register_keras_serializable(package="keras_diffusion")
+class DiffusionModel(keras.Model):
+    """A denoising diffusion model (DDPM, Ho et al. 2020) around any denoiser network.
+
+    Training (`fit`) minimises the simplified loss of DDPM eq. 14 (the
+    thesis' eq. 16), `‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖²` with t uniform on
+    0..T-1, or the same regression on x_0 or v (`prediction`). The timestep,
+    the noise and the class dropout are drawn from a `SeedGenerator` owned by
+    the model, so the step compiles once and draws fresh numbers every step on
+    every backend.
+
+    Data convention (the one place it is defined): `fit` takes images in
+    [0, 1] as floats, or uint8 in [0, 255]; the model maps them to [-1, 1]
+    itself (`call`). `generate` returns float32 images in [0, 1].
+
+    An exponential moving average (EMA) of the denoiser's trainable weights is
+    kept in the model (saved with it) and used by `generate`. Its decay is
+    `min(ema_decay, (1 + k) / (10 + k))` after k updates, so short runs are
+    not dominated by the initial weights. It is folded in at the start of
+    each training step, with the weights that the previous step produced.
+
+    Args:
+        denoiser: a Keras model/layer called as `denoiser([x_t, t])`, or
+            `denoiser([x_t, t, labels])` when class-conditional, returning a
+            tensor of x_t's shape; `t` is a float32 timestep per sample. Label
+            `num_classes` means "no class" (classifier-free guidance).
+        schedule: `"linear"`, `"cosine"` or a `keras_diffusion.schedules.NoiseSchedule`.
+        timesteps: T; default 1000, or the schedule's own T.
+        prediction: the network's target, `"epsilon"`, `"x0"` or `"v"`.
+        ema_decay: EMA decay in [0, 1), or None to sample with the raw weights.
+        class_dropout: probability of replacing a label by the null class
+            during training, which trains the unconditional model that
+            guidance needs. Ignored for unconditional denoisers.
+        num_classes: classes of a conditional denoiser; default: the
+            denoiser's `num_classes` attribute, if any.
+        image_shape: (H, W, C); default: the denoiser's `image_shape` or the
+            shape of its first input. Needed to build an unbuilt denoiser.
+        seed: seed of the training noise; None for a random one.
+        **kwargs: `keras.Model` arguments such as `name`.
+
+    Example:
+    >>> unet = keras_diffusion.models.UNet(image_shape=(8, 8, 1), widths=(8, 16),
+    ...                                    num_res_blocks=1, norm_groups=4)
+    >>> model = DiffusionModel(unet, timesteps=100)
+    >>> model.generate(2, steps=5, seed=0).shape
+    (2, 8, 8, 1)
+    """
+
+    def __init__(
+        self,
+        denoiser: keras.layers.Layer,
+        schedule: str | schedules.NoiseSchedule = "linear",
+        timesteps: int | None = None,
+        prediction: str = "epsilon",
+        ema_decay: float | None = 0.999,
+        class_dropout: float = 0.1,
+        num_classes: int | None = None,
+        image_shape: Sequence[int] | None = None,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(denoiser, keras.layers.Layer):
+            raise TypeError(
+                "`denoiser` must be a Keras model or layer called as denoiser([x_t, t]) or "
+                f"denoiser([x_t, t, labels]); received {type(denoiser).__name__}."
+            )
+        if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"`ema_decay` must be in [0, 1) or None; received {ema_decay}.")
+        if not 0.0 <= class_dropout < 1.0:
+            raise ValueError(f"`class_dropout` must be in [0, 1); received {class_dropout}.")
+        self.denoiser = denoiser
+        self.schedule = schedules.get(schedule, timesteps)
+        self.timesteps = self.schedule.timesteps
+        self.prediction = predictions.check_prediction(prediction)
+        self.ema_decay = ema_decay
+        self.class_dropout = float(class_dropout)
+        self.num_classes = num_classes if num_classes is not None else getattr(denoiser, "num_classes", None)
+        self.image_shape = _infer_image_shape(denoiser, image_shape)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name="training_seed")
+        if not denoiser.built:
+            denoiser(self._example_inputs(1))
+        self._ema_step = self.add_weight(shape=(), dtype="int32", initializer="zeros", trainable=False, name="ema_step")
+        self._ema_variables = []
+        if ema_decay is not None:
+            for index, variable in enumerate(denoiser.trainable_variables):
+                ema = self.add_weight(
+                    shape=variable.shape, dtype=variable.dtype, initializer="zeros", trainable=False, name=f"ema_{index}"
+                )
+                ema.assign(ops.copy(variable.value))  # a copy: JAX must not see one buffer twice
+                self._ema_variables.append(ema)
+        self._step_functions = {}
+        self.built = True
+
+    @property
+    def null_class(self) -> int | None:
+        """The label that means "no class" (`num_classes`), or None if unconditional."""
+        return self.num_classes
+
+    # ------------------------------------------------------------------ training
+
+    def call(self, images, training=None):
+        """Maps images in [0, 1] (or uint8 in [0, 255]) to the model's [-1, 1] range."""
+        if tuple(images.shape[1:]) != self.image_shape:
+            raise ValueError(
+                f"Expected images of shape (batch, {', '.join(map(str, self.image_shape))}); received "
+                f"{tuple(images.shape)}. Resize the data or build the denoiser for this shape."
+            )
+        if keras.backend.standardize_dtype(images.dtype) == "uint8":
+            images = ops.cast(images, "float32") / 255.0
+        return ops.cast(images, self.compute_dtype) * 2.0 - 1.0
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The simplified diffusion loss for one batch (DDPM eq. 14).
+
+        Args:
+            x: the batch of images as given to `fit`.
+            y: class labels of shape (B,) for a conditional denoiser, else None.
+            y_pred: the output of `call(x)`, the images in [-1, 1].
+            sample_weight: optional per-image weights.
+            training: True in `fit`: updates the EMA and applies class dropout.
+
+        Returns:
+            The scalar float32 loss.
+        """
+        x0 = y_pred
+        batch_size = ops.shape(x0)[0]
+        labels = self._training_labels(y)
+        t = keras.random.randint((batch_size,), 0, self.timesteps, seed=self.seed_generator)
+        noise = keras.random.normal(ops.shape(x0), dtype=x0.dtype, seed=self.seed_generator)
+        signal, sigma = self.schedule.signal_and_noise_scales(t, len(x0.shape), x0.dtype)
+        inputs = [signal * x0 + sigma * noise, ops.cast(t, "float32")]
+        if labels is not None:
+            if training and self.class_dropout > 0:
+                dropped = keras.random.uniform((batch_size,), seed=self.seed_generator) < self.class_dropout
+                labels = ops.where(dropped, self.null_class, labels)
+            inputs.append(labels)
+        if training:
+            self._update_ema()
+        output = self.denoiser(inputs, training=training)
+        target = predictions.training_target(self.prediction, x0, noise, signal, sigma)
+        per_image = ops.mean(
+            ops.square(ops.cast(target, "float32") - ops.cast(output, "float32")), axis=tuple(range(1, len(x0.shape)))
+        )
+        if sample_weight is not None:
+            per_image = per_image * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
+        return ops.mean(per_image)
+
+    def _training_labels(self, y):
+        if self.num_classes is None:
+            if y is not None:
+                raise ValueError(
+                    "The data has labels but the denoiser is unconditional. Pass images only "
+                    "(e.g. `model.fit(images)` or `ds.map(lambda x, y: x)`), or build the denoiser "
+                    "with `num_classes` to train a class-conditional model."
+                )
+            return None
+        if y is None:
+            raise ValueError(
+                f"The denoiser is class-conditional (num_classes={self.num_classes}) but the data has "
+                "no labels. Pass (images, labels) to `fit`, or use an unconditional denoiser (num_classes=None)."
+            )
+        return ops.reshape(ops.cast(y, "int32"), (-1,))
+
+    def _update_ema(self):
+        """ema ← ema + (1 − decay)(θ − ema), with the warm-up decay of the class docstring."""
+        step = ops.cast(self._ema_step, "float32")
+        decay = ops.minimum(self.ema_decay, (1.0 + step) / (10.0 + step)) if self._ema_variables else 0.0
+        for ema, variable in zip(self._ema_variables, self.denoiser.trainable_variables):
+            ema.assign(ema + (1.0 - decay) * (ops.stop_gradient(ops.cast(variable, ema.dtype)) - ema))
+        self._ema_step.assign_add(1)
+
+    def compile(self, optimizer=None, **kwargs):
+        """Like `keras.Model.compile`; the default optimizer is Adam(2e-4), as in DDPM.
+
+        The loss is the model's own (`compute_loss`); do not pass `loss`.
+        """
+        if kwargs.get("loss") is not None:
+            raise ValueError("DiffusionModel defines its own loss; call compile() without `loss`.")
+        if optimizer is None:
+            optimizer = keras.optimizers.Adam(2e-4)
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        """Restores `compile()` (and the optimizer's variables) when a saved model is loaded."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.optimizer is not None:
+            self.optimizer.build(self.trainable_variables)
+
+    # ---------------------------------------------------------------- sampling
+
+    def generate(
+        self,
+        num_images: int,
+        sampler: str = "ddim",
+        steps: int = 50,
+        eta: float = 0.0,
+        labels=None,
+        guidance_scale: float = 0.0,
+        seed: int | None = None,
+        batch_size: int | None = None,
+        spacing: str = "leading",
+        clip_denoised: bool = True,
+        use_ema: bool = True,
+        verbose: bool = False,
+    ) -> np.ndarray:
+        """Samples images by running the reverse process from pure noise.
+
+        Args:
+            num_images: how many images, >= 1.
+            sampler: `"ddim"` (DDIM eq. 12, η-controlled noise) or `"ddpm"`
+                (ancestral with the posterior variance β̃; with steps < T it
+                uses the respaced schedule of the visited timesteps).
+            steps: network evaluations, 1..T (`model.timesteps` for the full
+                DDPM chain).
+            eta: DDIM's η >= 0 (0: deterministic, 1: DDPM-like noise). Only for "ddim".
+            labels: for a conditional model, one int or a sequence of
+                `num_images` ints in [0, num_classes] (`num_classes` is the
+                null class, i.e. unconditional). None draws classes uniformly
+                from `seed`. Must be None for an unconditional model.
+            guidance_scale: classifier-free guidance weight w >= 0; 0 samples
+                the conditional model alone.
+            seed: makes the result reproducible; None for fresh randomness.
+            batch_size: images per network call (default min(num_images, 256)).
+            spacing: timestep spacing, see `samplers.timestep_sequence`.
+            clip_denoised: clip x̂_0 to [-1, 1] at every step (as DDPM does).
+            use_ema: sample with the EMA weights (if the model keeps them).
+            verbose: show a progress bar over the steps.
+
+        Returns:
+            float32 NumPy array (num_images, H, W, C) with values in [0, 1].
+
+        Example:
+        >>> images = model.generate(16, sampler="ddim", steps=50, seed=0)  # doctest: +SKIP
+        """
+        timesteps = self._check_generate_arguments(num_images, sampler, eta, guidance_scale, batch_size, steps, spacing)
+        labels = self._generation_labels(labels, num_images, seed)
+        batch_size = batch_size or min(num_images, 256)
+        guided = guidance_scale != 0.0
+        key = (sampler, labels is not None, guided, bool(clip_denoised))
+        if key not in self._step_functions:
+            self._step_functions[key] = compile_function(self._make_step_function(sampler, guided, clip_denoised))
+        step_function = self._step_functions[key]
+
+        ema = self._ema_variables if (use_ema and self._ema_variables) else self.denoiser.trainable_variables
+        trainable = [ops.convert_to_tensor(v.value) for v in ema]
+        non_trainable = [ops.convert_to_tensor(v.value) for v in self.denoiser.non_trainable_variables]
+        alpha_bar = self.schedule.alpha_bar
+        schedule_tensors = [
+            (
+                ops.convert_to_tensor(np.float32(t)),
+                ops.convert_to_tensor(np.float32(alpha_bar[t])),
+                ops.convert_to_tensor(np.float32(alpha_bar[timesteps[i + 1]] if i + 1 < len(timesteps) else 1.0)),
+            )
+            for i, t in enumerate(timesteps)
+        ]
+        stochastic = sampler == "ddpm" or eta > 0
+        generator = keras.random.SeedGenerator(seed)
+        eta_tensor = ops.convert_to_tensor(np.float32(eta))
+        guidance_tensor = ops.convert_to_tensor(np.float32(guidance_scale))
+        shape = (batch_size,) + self.image_shape
+        zeros = ops.zeros(shape)
+        progress = keras.utils.Progbar(len(timesteps) * -(-num_images // batch_size)) if verbose else None
+
+        outputs = []
+        for start in range(0, num_images, batch_size):
+            batch_labels = None
+            if labels is not None:
+                batch_labels = np.resize(labels[start : start + batch_size], batch_size)
+                batch_labels = ops.convert_to_tensor(batch_labels.astype("int32"))
+            x = keras.random.normal(shape, seed=generator)
+            for t, alpha_bar_t, alpha_bar_prev in schedule_tensors:
+                noise = keras.random.normal(shape, seed=generator) if stochastic else zeros
+                x = step_function(
+                    trainable, non_trainable, x, t, alpha_bar_t, alpha_bar_prev, noise,
+                    batch_labels, guidance_tensor, eta_tensor,
+                )  # fmt: skip
+                if progress is not None:
+                    progress.add(1)
+            outputs.append(ops.convert_to_numpy(x)[: num_images - start])
+        images = np.concatenate(outputs, axis=0).astype("float32")
+        return np.clip((images + 1.0) / 2.0, 0.0, 1.0)
+
+    def _make_step_function(self, sampler: str, guided: bool, clip_denoised: bool):
+        """A pure function of one reverse step, compiled once per (sampler, labels?, guided?, clip?)."""
+        update = samplers.get(sampler)
+        denoiser, prediction, null_class = self.denoiser, self.prediction, self.null_class
+
+        def step(trainable, non_trainable, x, t, alpha_bar_t, alpha_bar_prev, noise, labels, guidance_scale, eta):
+            batch_size = ops.shape(x)[0]
+            t_batch = ops.full((batch_size,), t)
+            if labels is None:
+                inputs = [x, t_batch]
+            elif guided:
+                # One network call on [x; x] with [labels; null] gives ε(x, c) and ε(x, ∅).
+                null = ops.full((batch_size,), null_class, dtype="int32")
+                inputs = [ops.concatenate([x, x]), ops.concatenate([t_batch, t_batch]), ops.concatenate([labels, null])]
+            else:
+                inputs = [x, t_batch, labels]
+            output, _ = denoiser.stateless_call(trainable, non_trainable, inputs, training=False)
+            if guided and labels is not None:
+                conditional, unconditional = output[:batch_size], output[batch_size:]
+                output = samplers.classifier_free_guidance(conditional, unconditional, guidance_scale)
+            signal, sigma = ops.sqrt(alpha_bar_t), ops.sqrt(1.0 - alpha_bar_t)
+            x0, eps = predictions.to_x0_and_epsilon(prediction, output, x, signal, sigma)
+            if clip_denoised:
+                x0 = ops.clip(x0, -1.0, 1.0)
+                eps = (x - signal * x0) / sigma
+            return update(x, x0, eps, alpha_bar_t, alpha_bar_prev, noise, eta)
+
+        return step
+
+    def _check_generate_arguments(self, num_images, sampler, eta, guidance_scale, batch_size, steps, spacing):
+        if not _is_int(num_images) or num_images < 1:
+            raise ValueError(f"`num_images` must be a positive integer; received {num_images!r}.")
+        samplers.get(sampler)
+        if not np.isfinite(eta) or eta < 0:
+            raise ValueError(f"`eta` must be a finite number >= 0; received eta={eta!r}.")
+        if sampler != "ddim" and eta != 0:
+            raise ValueError(f"`eta` applies to the 'ddim' sampler only; received eta={eta} with sampler={sampler!r}.")
+        if not np.isfinite(guidance_scale) or guidance_scale < 0:
+            raise ValueError(f"`guidance_scale` must be a finite number >= 0; received {guidance_scale!r}.")
+        if guidance_scale != 0 and self.num_classes is None:
+            raise ValueError(
+                "`guidance_scale` needs a class-conditional denoiser (built with num_classes); "
+                "this model is unconditional, so leave guidance_scale=0."
+            )
+        if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
+            raise ValueError(f"`batch_size` must be a positive integer or None; received {batch_size!r}.")
+        return samplers.timestep_sequence(self.timesteps, steps, spacing)
+
+    def _generation_labels(self, labels, num_images, seed):
+        if self.num_classes is None:
+            if labels is not None:
+                raise ValueError(
+                    "`labels` were given but the denoiser is unconditional; pass labels=None "
+                    "or train a class-conditional model (UNet(num_classes=...))."
+                )
+            return None
+        if labels is None:
+            return np.random.default_rng(seed).integers(0, self.num_classes, num_images)
+        labels = np.asarray(labels)
+        if labels.ndim == 0:
+            labels = np.full((num_images,), labels)
+        if labels.shape != (num_images,) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                f"`labels` must be one int or {num_images} ints (one per image); received shape "
+                f"{labels.shape} and dtype {labels.dtype}."
+            )
+        if labels.min() < 0 or labels.max() > self.num_classes:
+            raise ValueError(
+                f"`labels` must lie in [0, {self.num_classes}] ({self.num_classes} = no class); "
+                f"received values from {labels.min()} to {labels.max()}."
+            )
+        return labels
+
+    def _example_inputs(self, batch_size):
+        inputs = [ops.zeros((batch_size,) + self.image_shape), ops.zeros((batch_size,))]
+        if self.num_classes is not None:
+            inputs.append(ops.zeros((batch_size,), dtype="int32"))
+        return inputs
+
+    # ------------------------------------------------------------ serialisation
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "denoiser": keras.saving.serialize_keras_object(self.denoiser),
+            "schedule": keras.saving.serialize_keras_object(self.schedule),
+            "timesteps": self.timesteps,
+            "prediction": self.prediction,
+            "ema_decay": self.ema_decay,
+            "class_dropout": self.class_dropout,
+            "num_classes": self.num_classes,
+            "image_shape": self.image_shape,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["denoiser"] = keras.saving.deserialize_keras_object(config["denoiser"])
+        config["schedule"] = schedules.get(config["schedule"])
+        return cls(**config)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _infer_image_shape(denoiser, image_shape):
+    if image_shape is None:
+        image_shape = getattr(denoiser, "image_shape", None)
+    if image_shape is None and getattr(denoiser, "inputs", None):
+        image_shape = denoiser.inputs[0].shape[1:]
+    if image_shape is None or None in tuple(image_shape):
+        raise ValueError(
+            "Cannot tell the image shape from the denoiser; pass image_shape=(height, width, channels)."
+        )
+    return tuple(int(d) for d in image_shape)

@@ -1,0 +1,4 @@
+"""Denoiser networks."""
+
+from keras_diffusion.models.layers import AttentionBlock, ResidualBlock, SinusoidalEmbedding
+from keras_diffusion.models.unet import UNet

@@ -1,0 +1,155 @@
+"""Building blocks of the U-Net denoiser (DDPM, Ho et al. 2020, appendix B)."""
+
+import math
+
+import keras
+from keras import layers, ops
+
+
+@keras.saving.register_keras_serializable(package="keras_diffusion")
+class SinusoidalEmbedding(layers.Layer):
+    """Transformer-style sinusoidal embedding of a scalar timestep per sample.
+
+    emb(t)_i = sin(t · f_i) for the first half and cos(t · f_i) for the second,
+    with f_i = exp(-log(max_period) · i / (dim/2)) (Vaswani et al. 2017).
+
+    Args:
+        dim: output size, even.
+        max_period: the longest wavelength.
+
+    Example:
+    >>> SinusoidalEmbedding(8)(keras.ops.array([0.0, 10.0])).shape
+    (2, 8)
+    """
+
+    def __init__(self, dim: int, max_period: float = 10000.0, **kwargs):
+        super().__init__(**kwargs)
+        if dim < 2 or dim % 2:
+            raise ValueError(f"`dim` must be an even integer >= 2; received dim={dim}.")
+        self.dim = dim
+        self.max_period = max_period
+
+    def call(self, t):
+        half = self.dim // 2
+        frequencies = ops.exp(-math.log(self.max_period) * ops.arange(half, dtype="float32") / half)
+        angles = ops.cast(ops.reshape(t, (-1, 1)), "float32") * frequencies[None, :]
+        return ops.concatenate([ops.sin(angles), ops.cos(angles)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.dim)
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "max_period": self.max_period}
+
+
+@keras.saving.register_keras_serializable(package="keras_diffusion")
+class ResidualBlock(layers.Layer):
+    """GroupNorm → SiLU → conv, plus the projected time embedding, twice, with a skip.
+
+    Args:
+        filters: output channels.
+        dropout: dropout rate before the second convolution.
+        norm_groups: groups of the GroupNormalization layers.
+
+    Call args:
+        inputs: `[x, embedding]`, x of shape (B, H, W, C), embedding (B, E).
+
+    Example:
+    >>> block = ResidualBlock(8, norm_groups=4)
+    >>> block([keras.ops.ones((1, 4, 4, 4)), keras.ops.ones((1, 16))]).shape
+    (1, 4, 4, 8)
+    """
+
+    def __init__(self, filters: int, dropout: float = 0.0, norm_groups: int = 32, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.dropout = dropout
+        self.norm_groups = norm_groups
+        self.norm1 = layers.GroupNormalization(norm_groups, epsilon=1e-5)
+        self.conv1 = layers.Conv2D(filters, 3, padding="same")
+        self.embedding_projection = layers.Dense(filters)
+        self.norm2 = layers.GroupNormalization(norm_groups, epsilon=1e-5)
+        self.dropout_layer = layers.Dropout(dropout)
+        # Zero-initialised so that every block starts as the identity (DDPM's zero_module).
+        self.conv2 = layers.Conv2D(filters, 3, padding="same", kernel_initializer="zeros")
+        self.shortcut = None
+
+    def build(self, input_shape):
+        x_shape, embedding_shape = input_shape
+        self.norm1.build(x_shape)
+        self.conv1.build(x_shape)
+        self.embedding_projection.build(embedding_shape)
+        hidden_shape = tuple(x_shape[:-1]) + (self.filters,)
+        self.norm2.build(hidden_shape)
+        self.conv2.build(hidden_shape)
+        if x_shape[-1] != self.filters:
+            self.shortcut = layers.Conv2D(self.filters, 1)
+            self.shortcut.build(x_shape)
+
+    def call(self, inputs, training=None):
+        x, embedding = inputs
+        h = self.conv1(ops.silu(self.norm1(x)))
+        h = h + self.embedding_projection(ops.silu(embedding))[:, None, None, :]
+        h = self.dropout_layer(ops.silu(self.norm2(h)), training=training)
+        h = self.conv2(h)
+        skip = x if self.shortcut is None else self.shortcut(x)
+        return skip + h
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0][:-1]) + (self.filters,)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "dropout": self.dropout,
+            "norm_groups": self.norm_groups,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_diffusion")
+class AttentionBlock(layers.Layer):
+    """Multi-head self-attention over the H·W positions, with a residual connection.
+
+    Args:
+        num_heads: attention heads; the channel count must be divisible by it.
+        norm_groups: groups of the GroupNormalization before attention.
+
+    Example:
+    >>> AttentionBlock(num_heads=2, norm_groups=4)(keras.ops.ones((1, 4, 4, 8))).shape
+    (1, 4, 4, 8)
+    """
+
+    def __init__(self, num_heads: int = 1, norm_groups: int = 32, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.norm_groups = norm_groups
+        self.norm = layers.GroupNormalization(norm_groups, epsilon=1e-5)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels % self.num_heads:
+            raise ValueError(
+                f"AttentionBlock: {channels} channels are not divisible by num_heads={self.num_heads}."
+            )
+        self.norm.build(input_shape)
+        self.qkv = layers.Dense(3 * channels)
+        self.qkv.build(input_shape)
+        self.projection = layers.Dense(channels, kernel_initializer="zeros")
+        self.projection.build(input_shape)
+
+    def call(self, x):
+        batch, height, width, channels = ops.shape(x)
+        head_dim = channels // self.num_heads
+        qkv = self.qkv(self.norm(x))
+        qkv = ops.reshape(qkv, (batch, height * width, 3, self.num_heads, head_dim))
+        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        attended = ops.dot_product_attention(query, key, value)
+        attended = ops.reshape(attended, (batch, height, width, channels))
+        return x + self.projection(attended)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads, "norm_groups": self.norm_groups}

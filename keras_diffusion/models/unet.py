@@ -1,0 +1,213 @@
+"""The U-Net denoiser ε_θ(x_t, t[, c]) (the thesis' section 2.2; DDPM appendix B)."""
+
+from collections.abc import Sequence
+
+import keras
+from keras import layers, ops
+
+from keras_diffusion.models.layers import AttentionBlock, ResidualBlock, SinusoidalEmbedding
+
+
+@keras.saving.register_keras_serializable(package="keras_diffusion")
+class UNet(keras.Model):
+    """A DDPM-style U-Net, optionally class-conditional, built at construction.
+
+    Each resolution level has `num_res_blocks` residual blocks (GroupNorm +
+    SiLU, the time/class embedding added in every block), self-attention
+    where the feature map's side is in `attention_resolutions`, then a
+    stride-2 convolution; the decoder mirrors it with skip connections from
+    every encoder block and nearest-neighbour upsampling. The output
+    convolution starts at zero.
+
+    Class conditioning adds a learned embedding of the label to the time
+    embedding. The embedding table has `num_classes + 1` rows: label
+    `num_classes` is the "null" class used for classifier-free guidance.
+
+    Called as `unet([x_t, t])`, or `unet([x_t, t, labels])` when
+    `num_classes` is set; `t` holds one timestep per sample (int or float).
+    The output has x_t's shape.
+
+    Args:
+        image_shape: (height, width, channels); height and width must be
+            divisible by 2 ** (len(widths) - 1).
+        widths: channels per resolution level, from the top.
+        num_res_blocks: residual blocks per level in the encoder (the
+            decoder has one more, as in DDPM).
+        attention_resolutions: feature-map sides (e.g. `(7,)` or `(16,)`)
+            that get a self-attention block after each residual block.
+        num_classes: number of classes for a conditional model, or None.
+        dropout: dropout rate inside the residual blocks.
+        norm_groups: GroupNormalization groups; must divide every width.
+        num_heads: attention heads.
+        embedding_dim: size of the time (and class) embedding; default
+            `4 * widths[0]`.
+
+    Example:
+    >>> unet = UNet(image_shape=(8, 8, 1), widths=(8, 16), num_res_blocks=1, norm_groups=4)
+    >>> unet([keras.ops.zeros((2, 8, 8, 1)), keras.ops.array([3, 999])]).shape
+    (2, 8, 8, 1)
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int] = (28, 28, 1),
+        widths: Sequence[int] = (64, 128, 256),
+        num_res_blocks: int = 2,
+        attention_resolutions: Sequence[int] = (),
+        num_classes: int | None = None,
+        dropout: float = 0.0,
+        norm_groups: int = 32,
+        num_heads: int = 1,
+        embedding_dim: int | None = None,
+        **kwargs,
+    ):
+        image_shape = tuple(int(d) for d in image_shape)
+        widths = tuple(int(w) for w in widths)
+        attention_resolutions = tuple(int(r) for r in attention_resolutions)
+        _check_arguments(image_shape, widths, num_res_blocks, num_classes, dropout, norm_groups, num_heads)
+        embedding_dim = embedding_dim or 4 * widths[0]
+
+        x_input = keras.Input(shape=image_shape, name="x_t")
+        t_input = keras.Input(shape=(), name="t")
+        inputs = [x_input, t_input]
+        embedding = SinusoidalEmbedding(widths[0], name="time_sinusoidal")(t_input)
+        embedding = layers.Dense(embedding_dim, activation="silu", name="time_dense_1")(embedding)
+        embedding = layers.Dense(embedding_dim, name="time_dense_2")(embedding)
+        if num_classes is not None:
+            label_input = keras.Input(shape=(), dtype="int32", name="labels")
+            inputs.append(label_input)
+            embedding = embedding + layers.Embedding(num_classes + 1, embedding_dim, name="class_embedding")(
+                label_input
+            )
+
+        def res_block(x, filters, name):
+            return ResidualBlock(filters, dropout=dropout, norm_groups=norm_groups, name=name)([x, embedding])
+
+        def maybe_attention(x, name):
+            if x.shape[1] in attention_resolutions:
+                x = AttentionBlock(num_heads=num_heads, norm_groups=norm_groups, name=name)(x)
+            return x
+
+        x = layers.Conv2D(widths[0], 3, padding="same", name="conv_in")(x_input)
+        skips = [x]
+        for level, width in enumerate(widths):
+            for block in range(num_res_blocks):
+                x = res_block(x, width, f"down_{level}_res_{block}")
+                x = maybe_attention(x, f"down_{level}_attention_{block}")
+                skips.append(x)
+            if level < len(widths) - 1:
+                x = layers.Conv2D(width, 3, strides=2, padding="same", name=f"down_{level}_downsample")(x)
+                skips.append(x)
+
+        x = res_block(x, widths[-1], "middle_res_0")
+        x = AttentionBlock(num_heads=num_heads, norm_groups=norm_groups, name="middle_attention")(x)
+        x = res_block(x, widths[-1], "middle_res_1")
+
+        for level in reversed(range(len(widths))):
+            for block in range(num_res_blocks + 1):
+                x = layers.Concatenate(name=f"up_{level}_concat_{block}")([x, skips.pop()])
+                x = res_block(x, widths[level], f"up_{level}_res_{block}")
+                x = maybe_attention(x, f"up_{level}_attention_{block}")
+            if level > 0:
+                x = layers.UpSampling2D(2, interpolation="nearest", name=f"up_{level}_upsample")(x)
+                x = layers.Conv2D(widths[level], 3, padding="same", name=f"up_{level}_upsample_conv")(x)
+
+        x = layers.GroupNormalization(norm_groups, epsilon=1e-5, name="norm_out")(x)
+        x = layers.Activation("silu", name="silu_out")(x)
+        outputs = layers.Conv2D(image_shape[-1], 3, padding="same", kernel_initializer="zeros", name="conv_out")(x)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        self.image_shape = image_shape
+        self.widths = widths
+        self.num_res_blocks = num_res_blocks
+        self.attention_resolutions = attention_resolutions
+        self.num_classes = num_classes
+        self.dropout = dropout
+        self.norm_groups = norm_groups
+        self.num_heads = num_heads
+        self.embedding_dim = embedding_dim
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "image_shape": self.image_shape,
+            "widths": self.widths,
+            "num_res_blocks": self.num_res_blocks,
+            "attention_resolutions": self.attention_resolutions,
+            "num_classes": self.num_classes,
+            "dropout": self.dropout,
+            "norm_groups": self.norm_groups,
+            "num_heads": self.num_heads,
+            "embedding_dim": self.embedding_dim,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    @classmethod
+    def mnist(cls, num_classes: int | None = 10, **kwargs) -> "UNet":
+        """The MNIST application's conditional U-Net: 28→14→7, attention at 7×7 (3.9 M params).
+
+        Args:
+            num_classes: 10 for the digits, None for an unconditional model.
+            **kwargs: overrides of any constructor argument.
+
+        Example:
+        >>> UNet.mnist().count_params() > 1_000_000
+        True
+        """
+        config = dict(
+            image_shape=(28, 28, 1),
+            widths=(32, 64, 128),
+            num_res_blocks=2,
+            attention_resolutions=(7,),
+            num_classes=num_classes,
+            dropout=0.1,
+            norm_groups=8,
+        )
+        return cls(**{**config, **kwargs})
+
+    @classmethod
+    def cifar10(cls, num_classes: int | None = None, **kwargs) -> "UNet":
+        """The DDPM paper's CIFAR-10 network: 128 channels × (1, 2, 2, 2), attention at 16×16,
+        dropout 0.1, 35.7 M parameters when unconditional.
+
+        Args:
+            num_classes: None (as in DDPM) or 10 for a class-conditional model.
+            **kwargs: overrides of any constructor argument.
+        """
+        config = dict(
+            image_shape=(32, 32, 3),
+            widths=(128, 256, 256, 256),
+            num_res_blocks=2,
+            attention_resolutions=(16,),
+            num_classes=num_classes,
+            dropout=0.1,
+            norm_groups=32,
+        )
+        return cls(**{**config, **kwargs})
+
+
+def _check_arguments(image_shape, widths, num_res_blocks, num_classes, dropout, norm_groups, num_heads):
+    if len(image_shape) != 3 or min(image_shape) < 1:
+        raise ValueError(f"`image_shape` must be (height, width, channels); received {image_shape}.")
+    if not widths or min(widths) < 1:
+        raise ValueError(f"`widths` must be a non-empty sequence of positive ints; received {widths}.")
+    factor = 2 ** (len(widths) - 1)
+    if image_shape[0] % factor or image_shape[1] % factor:
+        raise ValueError(
+            f"image_shape {image_shape[:2]} must be divisible by 2**(len(widths)-1) = {factor} "
+            f"for {len(widths)} resolution levels; use fewer widths or pad the images."
+        )
+    bad = [w for w in widths if w % norm_groups]
+    if bad:
+        raise ValueError(f"norm_groups={norm_groups} must divide every width; it does not divide {bad}.")
+    if num_res_blocks < 1:
+        raise ValueError(f"`num_res_blocks` must be >= 1; received {num_res_blocks}.")
+    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+        raise ValueError(f"`num_classes` must be a positive int or None; received {num_classes!r}.")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1); received {dropout}.")
+    if num_heads < 1:
+        raise ValueError(f"`num_heads` must be >= 1; received {num_heads}.")

@@ -1,0 +1,212 @@
+"""Noise schedules: the numbers of the forward process q(x_t | x_0).
+
+A schedule fixes β_1..β_T and everything derived from them (DDPM, Ho et al.
+2020, eq. 4 and 7; the thesis' eq. 9-11). All tables are computed once in
+float64 NumPy and cast when they enter a graph, so ᾱ_t near 0 or 1 keeps its
+precision. Index `t` runs over 0..T-1 (the paper's t = 1..T).
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+
+class NoiseSchedule:
+    """Base class: a variance schedule β_t and the tables derived from it.
+
+    Subclasses implement `_betas()`; every other table follows from it.
+
+    Args:
+        timesteps: the number of diffusion steps T.
+
+    Attributes (float64 NumPy arrays of length T):
+        betas: β_t.
+        alphas: α_t = 1 - β_t.
+        alpha_bar: ᾱ_t = ∏_{s≤t} α_s, so q(x_t | x_0) = N(√ᾱ_t x_0, (1-ᾱ_t) I).
+        alpha_bar_prev: ᾱ_{t-1}, with ᾱ_{-1} = 1.
+        posterior_variance: β̃_t = β_t (1-ᾱ_{t-1}) / (1-ᾱ_t), the variance
+            of q(x_{t-1} | x_t, x_0) (DDPM eq. 7).
+        posterior_mean_coef1, posterior_mean_coef2: the posterior mean is
+            `coef1 * x_0 + coef2 * x_t` (DDPM eq. 7).
+    """
+
+    def __init__(self, timesteps: int = 1000):
+        if not isinstance(timesteps, (int, np.integer)) or isinstance(timesteps, bool) or timesteps < 2:
+            raise ValueError(
+                f"`timesteps` must be an integer >= 2; received timesteps={timesteps!r}."
+            )
+        self.timesteps = int(timesteps)
+        betas = np.asarray(self._betas(), dtype=np.float64)
+        if betas.shape != (self.timesteps,) or not np.all((betas > 0) & (betas < 1)):
+            raise ValueError(
+                f"{type(self).__name__} produced invalid betas: need {self.timesteps} values in (0, 1)."
+            )
+        self.betas = betas
+        self.alphas = 1.0 - betas
+        self.alpha_bar = np.cumprod(self.alphas)
+        self.alpha_bar_prev = np.concatenate([[1.0], self.alpha_bar[:-1]])
+        self.posterior_variance = betas * (1.0 - self.alpha_bar_prev) / (1.0 - self.alpha_bar)
+        self.posterior_mean_coef1 = betas * np.sqrt(self.alpha_bar_prev) / (1.0 - self.alpha_bar)
+        self.posterior_mean_coef2 = (1.0 - self.alpha_bar_prev) * np.sqrt(self.alphas) / (1.0 - self.alpha_bar)
+
+    def _betas(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def add_noise(self, x0, noise, t):
+        """Samples q(x_t | x_0) in closed form: √ᾱ_t x_0 + √(1-ᾱ_t) ε.
+
+        Args:
+            x0: clean data, shape (B, ...).
+            noise: ε of the same shape, usually standard normal.
+            t: integer timesteps in [0, T), shape (B,).
+
+        Returns:
+            x_t with the shape and dtype of `x0`.
+
+        Example:
+        >>> s = LinearSchedule()
+        >>> x0 = keras.ops.ones((2, 4))
+        >>> s.add_noise(x0, keras.ops.zeros((2, 4)), keras.ops.array([0, 999])).shape
+        (2, 4)
+        """
+        signal, sigma = self.signal_and_noise_scales(t, ops.ndim(x0), x0.dtype)
+        return signal * x0 + sigma * noise
+
+    def signal_and_noise_scales(self, t, ndim: int, dtype="float32"):
+        """√ᾱ_t and √(1-ᾱ_t) for integer timesteps `t`, shaped to broadcast.
+
+        Args:
+            t: integer timesteps, shape (B,).
+            ndim: rank of the data they will multiply.
+            dtype: dtype of the result.
+
+        Returns:
+            Two tensors of shape (B, 1, ..., 1) with `ndim` axes.
+        """
+        t = ops.cast(t, "int32")
+        shape = (-1,) + (1,) * (ndim - 1)
+        signal = ops.take(ops.convert_to_tensor(np.sqrt(self.alpha_bar), dtype), t)
+        sigma = ops.take(ops.convert_to_tensor(np.sqrt(1.0 - self.alpha_bar), dtype), t)
+        return ops.reshape(signal, shape), ops.reshape(sigma, shape)
+
+    def get_config(self) -> dict:
+        return {"timesteps": self.timesteps}
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+@keras.saving.register_keras_serializable(package="keras_diffusion")
+class LinearSchedule(NoiseSchedule):
+    """β_t linear from `beta_start` to `beta_end` (DDPM; the thesis' choice).
+
+    The end points are used as given for any T; the DDPM values (1e-4, 0.02)
+    were chosen for T = 1000.
+
+    Args:
+        timesteps: number of steps T.
+        beta_start: β_1.
+        beta_end: β_T.
+
+    Example:
+    >>> s = LinearSchedule(timesteps=1000)
+    >>> round(float(s.alpha_bar[-1]), 6)
+    4e-05
+    """
+
+    def __init__(self, timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
+        if not 0 < beta_start <= beta_end < 1:
+            raise ValueError(
+                "Need 0 < beta_start <= beta_end < 1; received "
+                f"beta_start={beta_start}, beta_end={beta_end}."
+            )
+        self.beta_start = float(beta_start)
+        self.beta_end = float(beta_end)
+        super().__init__(timesteps)
+
+    def _betas(self):
+        return np.linspace(self.beta_start, self.beta_end, self.timesteps, dtype=np.float64)
+
+    def get_config(self):
+        return {**super().get_config(), "beta_start": self.beta_start, "beta_end": self.beta_end}
+
+
+@keras.saving.register_keras_serializable(package="keras_diffusion")
+class CosineSchedule(NoiseSchedule):
+    """ᾱ_t = f(t)/f(0), f(t) = cos²((t/T + s)/(1 + s) · π/2) (Nichol & Dhariwal 2021, eq. 17).
+
+    β_t = 1 - ᾱ_t/ᾱ_{t-1} is clipped to `max_beta` to avoid the singularity at t = T.
+
+    Args:
+        timesteps: number of steps T.
+        offset: the small offset s that keeps β_1 from being too small.
+        max_beta: upper clip of β_t.
+
+    Example:
+    >>> s = CosineSchedule(timesteps=1000)
+    >>> bool(s.alpha_bar[0] > 0.9999)
+    True
+    """
+
+    def __init__(self, timesteps: int = 1000, offset: float = 0.008, max_beta: float = 0.999):
+        if offset < 0 or not 0 < max_beta < 1:
+            raise ValueError(
+                f"Need offset >= 0 and 0 < max_beta < 1; received offset={offset}, max_beta={max_beta}."
+            )
+        self.offset = float(offset)
+        self.max_beta = float(max_beta)
+        super().__init__(timesteps)
+
+    def _betas(self):
+        steps = np.arange(self.timesteps + 1, dtype=np.float64) / self.timesteps
+        f = np.cos((steps + self.offset) / (1 + self.offset) * math.pi / 2) ** 2
+        alpha_bar = f / f[0]
+        return np.clip(1.0 - alpha_bar[1:] / alpha_bar[:-1], 0.0, self.max_beta)
+
+    def get_config(self):
+        return {**super().get_config(), "offset": self.offset, "max_beta": self.max_beta}
+
+
+_SCHEDULES = {"linear": LinearSchedule, "cosine": CosineSchedule}
+
+
+def get(identifier, timesteps: int | None = None) -> NoiseSchedule:
+    """Resolves a schedule from a name, a config dict or an instance.
+
+    Args:
+        identifier: `"linear"`, `"cosine"`, a `NoiseSchedule`, or a dict from
+            `keras.saving.serialize_keras_object(schedule)`.
+        timesteps: T for a schedule given by name; must agree with an
+            instance's T when both are given.
+
+    Returns:
+        A `NoiseSchedule`.
+
+    Example:
+    >>> get("cosine", timesteps=500).timesteps
+    500
+    """
+    if isinstance(identifier, NoiseSchedule):
+        schedule = identifier
+    elif isinstance(identifier, dict):
+        schedule = keras.saving.deserialize_keras_object(identifier)
+    elif isinstance(identifier, str) and identifier in _SCHEDULES:
+        return _SCHEDULES[identifier](timesteps=1000 if timesteps is None else timesteps)
+    else:
+        raise ValueError(
+            f"Unknown schedule {identifier!r}. Use one of {sorted(_SCHEDULES)} "
+            "or a keras_diffusion.schedules.NoiseSchedule instance."
+        )
+    if timesteps is not None and schedule.timesteps != timesteps:
+        raise ValueError(
+            f"The schedule has {schedule.timesteps} timesteps but timesteps={timesteps} "
+            "was given; pass one or make them agree."
+        )
+    return schedule
