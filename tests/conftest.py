@@ -1,0 +1,67 @@
+"""Shared fixtures. Tests use the offline data in ../shared/data when it exists."""
+
+import os
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+
+import keras_diffusion as kd
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+if SHARED_DATA.is_dir():
+    os.environ.setdefault(kd.datasets.DATA_DIR_ENV, str(SHARED_DATA))
+
+
+def tiny_unet(num_classes=3, image_shape=(8, 8, 1)):
+    """A U-Net small enough to compile in seconds, with its zero-initialised kernels randomised.
+
+    At initialisation every residual branch and the output are exactly zero (DDPM's zero_module),
+    so without this the output would ignore t and the label.
+    """
+    unet = kd.models.UNet(
+        image_shape=image_shape, widths=(8, 16), num_res_blocks=1, attention_resolutions=(4,),
+        num_classes=num_classes, norm_groups=4,
+    )  # fmt: skip
+    randomise_output(unet)
+    return unet
+
+
+def randomise_output(unet, seed=0):
+    rng = np.random.default_rng(seed)
+    for variable in unet.trainable_variables:
+        if "kernel" in variable.path and not np.any(keras.ops.convert_to_numpy(variable)):
+            variable.assign(rng.normal(0, 0.1, variable.shape).astype("float32"))
+
+
+@pytest.fixture(scope="session")
+def mnist_subset():
+    """512 MNIST test digits in [0, 1] and their labels."""
+    try:
+        return kd.datasets.load("mnist", split="test", limit=512)
+    except FileNotFoundError as error:
+        pytest.skip(f"MNIST not available offline: {error}")
+
+
+@pytest.fixture(scope="session")
+def trained_mnist():
+    """A small conditional MNIST model trained for three short epochs, and its History.
+
+    Built once per session: compiling the step costs more than the tests that use it.
+    """
+    images, labels = kd.datasets.load("mnist", split="test", limit=512)
+    unet = kd.models.UNet(
+        image_shape=(28, 28, 1), widths=(16, 32, 32), num_res_blocks=1, attention_resolutions=(7,),
+        num_classes=10, norm_groups=8,
+    )  # fmt: skip
+    model = kd.DiffusionModel(unet, class_dropout=0.2, seed=1)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(images, labels, batch_size=64, epochs=3, verbose=0)
+    return model, history
+
+
+@pytest.fixture(scope="session")
+def tiny_conditional():
+    """An untrained 8x8 conditional model (3 classes) with a non-zero output, for sampling tests."""
+    return kd.DiffusionModel(tiny_unet(), timesteps=100, seed=0)

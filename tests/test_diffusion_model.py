@@ -1,0 +1,141 @@
+import keras
+import numpy as np
+import pytest
+from conftest import tiny_unet
+
+import keras_diffusion as kd
+
+
+def numpy_weights(variables):
+    return [keras.ops.convert_to_numpy(v).copy() for v in variables]
+
+
+def tiny_images(n=16, seed=0):
+    return np.random.default_rng(seed).uniform(0, 1, (n, 8, 8, 1)).astype("float32")
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_training_loss_decreases_on_a_tiny_mnist_subset(trained_mnist):
+    _, history = trained_mnist
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses))
+    assert losses[-1] < 0.7 * losses[0]
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_noise_and_timesteps_change_between_compiled_steps(jit_compile):
+    model = kd.DiffusionModel(tiny_unet(), timesteps=100, ema_decay=None, seed=3)
+    model.compile(optimizer=keras.optimizers.SGD(0.0), jit_compile=jit_compile)
+    images, labels = tiny_images(), np.arange(16) % 3
+    state_before = keras.ops.convert_to_numpy(model.seed_generator.state).copy()
+    losses = [float(model.train_on_batch(images, labels)) for _ in range(3)]
+    # The weights cannot move (learning rate 0), so equal losses would mean frozen noise.
+    assert len(set(losses)) == 3
+    assert not np.array_equal(state_before, keras.ops.convert_to_numpy(model.seed_generator.state))
+
+
+def test_ema_follows_the_weights_with_the_warmup_decay():
+    model = kd.DiffusionModel(tiny_unet(), timesteps=100, ema_decay=0.999, seed=4)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    images, labels = tiny_images(), np.arange(16) % 3
+    theta_0 = numpy_weights(model.denoiser.trainable_variables)
+    model.train_on_batch(images, labels)
+    theta_1 = numpy_weights(model.denoiser.trainable_variables)
+    assert any(not np.allclose(a, b) for a, b in zip(theta_0, theta_1))
+    # The first update folds in θ_0 (EMA starts at θ_0, so it stays there).
+    for ema, w0 in zip(numpy_weights(model._ema_variables), theta_0):
+        np.testing.assert_allclose(ema, w0, atol=1e-6)
+    model.train_on_batch(images, labels)
+    decay = min(0.999, 2 / 11)  # (1 + k) / (10 + k) with k = 1 previous update
+    for ema, w0, w1 in zip(numpy_weights(model._ema_variables), theta_0, theta_1):
+        np.testing.assert_allclose(ema, w0 + (1 - decay) * (w1 - w0), atol=1e-5)
+    assert int(keras.ops.convert_to_numpy(model._ema_step)) == 2
+
+
+def test_fit_accepts_a_tf_data_dataset_of_uint8_images_and_labels():
+    import tensorflow as tf
+
+    model = kd.DiffusionModel(tiny_unet(num_classes=None), timesteps=100, seed=5)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    images = (tiny_images(32) * 255).astype("uint8")
+    history = model.fit(tf.data.Dataset.from_tensor_slices(images).batch(8), epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2 and np.all(np.isfinite(history.history["loss"]))
+
+
+def test_call_maps_uint8_and_unit_floats_to_minus_one_one(tiny_conditional):
+    scaled = keras.ops.convert_to_numpy(tiny_conditional(np.full((1, 8, 8, 1), 255, "uint8")))
+    np.testing.assert_allclose(scaled, 1.0)
+    scaled = keras.ops.convert_to_numpy(tiny_conditional(np.zeros((1, 8, 8, 1), "float32")))
+    np.testing.assert_allclose(scaled, -1.0)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_generate_returns_the_requested_count_in_unit_range(trained_mnist, sampler):
+    model, _ = trained_mnist
+    images = model.generate(5, sampler=sampler, steps=10, seed=0, batch_size=2, labels=[0, 1, 2, 3, 10])
+    assert images.shape == (5, 28, 28, 1) and images.dtype == np.float32
+    assert images.min() >= 0.0 and images.max() <= 1.0
+
+
+def test_same_seed_gives_identical_images_and_another_seed_does_not(tiny_conditional):
+    first = tiny_conditional.generate(4, steps=5, eta=0.5, seed=11)
+    np.testing.assert_array_equal(first, tiny_conditional.generate(4, steps=5, eta=0.5, seed=11))
+    assert not np.allclose(first, tiny_conditional.generate(4, steps=5, eta=0.5, seed=12))
+
+
+def test_ddim_with_eta_one_generates_what_ddpm_generates(tiny_conditional):
+    kwargs = dict(steps=8, seed=7, labels=[0, 1, 2, 3])
+    ddim = tiny_conditional.generate(4, sampler="ddim", eta=1.0, **kwargs)
+    ddpm = tiny_conditional.generate(4, sampler="ddpm", **kwargs)
+    np.testing.assert_allclose(ddim, ddpm, atol=2e-5)
+
+
+def test_guidance_weight_zero_equals_the_conditional_prediction(tiny_conditional):
+    model = tiny_conditional
+    rng = np.random.default_rng(0)
+    x = keras.ops.convert_to_tensor(rng.standard_normal((4, 8, 8, 1)).astype("float32"))
+    labels = keras.ops.convert_to_tensor(np.array([0, 1, 2, 0], "int32"))
+    weights = [v.value for v in model._ema_variables]
+    args = (x, np.float32(60), np.float32(model.schedule.alpha_bar[60]), np.float32(model.schedule.alpha_bar[40]))
+    noise = keras.ops.zeros_like(x)
+
+    def step(guided, w):
+        fn = model._make_step_function("ddim", guided=guided, clip_denoised=False)
+        return keras.ops.convert_to_numpy(fn(weights, [], *args, noise, labels, np.float32(w), np.float32(0)))
+
+    conditional = step(False, 0.0)
+    np.testing.assert_allclose(step(True, 0.0), conditional, atol=1e-5)
+    assert not np.allclose(step(True, 2.0), conditional, atol=1e-3)
+
+
+def test_generate_uses_the_ema_weights(trained_mnist):
+    model, _ = trained_mnist
+    kwargs = dict(steps=5, seed=1, labels=np.arange(4))
+    assert not np.allclose(model.generate(4, **kwargs), model.generate(4, use_ema=False, **kwargs))
+
+
+def test_save_and_load_restore_schedule_ema_and_identical_samples(trained_mnist, tmp_path):
+    model, _ = trained_mnist
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.models.load_model(path)
+    assert isinstance(restored, kd.DiffusionModel)
+    assert restored.get_config()["schedule"] == model.get_config()["schedule"]
+    for a, b in zip(numpy_weights(model._ema_variables), numpy_weights(restored._ema_variables)):
+        np.testing.assert_array_equal(a, b)
+    kwargs = dict(steps=6, seed=3, labels=np.arange(4), guidance_scale=0.5)
+    np.testing.assert_array_equal(model.generate(4, **kwargs), restored.generate(4, **kwargs))
+
+
+def test_a_user_denoiser_without_num_classes_attribute_works():
+    inputs = [keras.Input((4, 4, 1)), keras.Input(())]
+    outputs = keras.layers.Conv2D(1, 3, padding="same")(inputs[0])
+    denoiser = keras.Model(inputs, outputs)
+    model = kd.DiffusionModel(denoiser, timesteps=50)
+    assert model.image_shape == (4, 4, 1) and model.num_classes is None
+    assert model.generate(3, steps=4, seed=0).shape == (3, 4, 4, 1)

@@ -1,0 +1,77 @@
+import io
+
+import keras
+import numpy as np
+import pytest
+from conftest import tiny_unet
+
+import keras_diffusion as kd
+
+
+def outputs(unet, x, t, labels=None):
+    inputs = [x, np.asarray(t, "float32")] + ([np.asarray(labels, "int32")] if labels is not None else [])
+    return keras.ops.convert_to_numpy(unet(inputs))
+
+
+@pytest.mark.parametrize("image_shape, widths", [((28, 28, 1), (8, 16, 16)), ((32, 32, 3), (8, 16, 16, 16))])
+def test_output_has_the_input_shape_at_mnist_and_cifar_sizes(image_shape, widths):
+    unet = kd.models.UNet(image_shape=image_shape, widths=widths, num_res_blocks=1, norm_groups=4)
+    x = np.zeros((2,) + image_shape, "float32")
+    assert outputs(unet, x, [0, 999]).shape == (2,) + image_shape
+
+
+def test_output_convolution_starts_at_zero():
+    unet = kd.models.UNet(image_shape=(8, 8, 1), widths=(8, 16), num_res_blocks=1, norm_groups=4)
+    x = np.random.default_rng(0).standard_normal((2, 8, 8, 1)).astype("float32")
+    np.testing.assert_array_equal(outputs(unet, x, [5, 50]), 0.0)
+
+
+def test_label_and_timestep_change_the_output_and_null_class_has_its_own_embedding():
+    unet = tiny_unet(num_classes=3)
+    x = np.random.default_rng(1).standard_normal((1, 8, 8, 1)).astype("float32")
+    base = outputs(unet, x, [10], [0])
+    assert not np.allclose(base, outputs(unet, x, [10], [1]))
+    assert not np.allclose(base, outputs(unet, x, [500], [0]))
+    assert not np.allclose(base, outputs(unet, x, [10], [3]))  # label 3 = null class
+    assert unet.get_layer("class_embedding").input_dim == 4
+
+
+def test_cifar10_preset_has_the_ddpm_parameter_count():
+    # DDPM's CIFAR-10 model: 35.7 M parameters (Ho et al. 2020, section 4).
+    assert kd.models.UNet.cifar10().count_params() == pytest.approx(35.7e6, rel=0.005)
+
+
+def test_mnist_preset_is_small_and_conditional():
+    unet = kd.models.UNet.mnist()
+    assert 1e6 <= unet.count_params() <= 7e6
+    assert unet.num_classes == 10 and unet.image_shape == (28, 28, 1)
+
+
+def test_config_round_trip_rebuilds_the_same_architecture():
+    unet = tiny_unet(num_classes=2)
+    clone = kd.models.UNet.from_config(unet.get_config())
+    assert clone.get_config() == unet.get_config()
+    assert [w.shape for w in clone.weights] == [w.shape for w in unet.weights]
+
+
+def test_summary_lists_the_blocks_without_printing_on_construction(capsys):
+    unet = tiny_unet()
+    assert capsys.readouterr().out == ""
+    buffer = io.StringIO()
+    unet.summary(print_fn=lambda line, **kwargs: buffer.write(line + "\n"))
+    assert "middle_attention" in buffer.getvalue() and "conv_out" in buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(image_shape=(28, 28, 1), widths=(8, 16, 16, 16)), "divisible"),
+        (dict(image_shape=(28, 28), widths=(8,)), "image_shape"),
+        (dict(image_shape=(8, 8, 1), widths=(8, 12), norm_groups=8), "norm_groups"),
+        (dict(image_shape=(8, 8, 1), widths=(8,), norm_groups=4, num_classes=0), "num_classes"),
+        (dict(image_shape=(8, 8, 1), widths=(8,), norm_groups=4, dropout=1.5), "dropout"),
+    ],
+)
+def test_bad_unet_arguments_raise_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        kd.models.UNet(**kwargs)
