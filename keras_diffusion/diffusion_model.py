@@ -114,14 +114,31 @@ class DiffusionModel(keras.Model):
 
     def call(self, images, training=None):
         """Maps images in [0, 1] (or uint8 in [0, 255]) to the model's [-1, 1] range."""
-        if tuple(images.shape[1:]) != self.image_shape:
-            raise ValueError(
-                f"Expected images of shape (batch, {', '.join(map(str, self.image_shape))}); received "
-                f"{tuple(images.shape)}. Resize the data or build the denoiser for this shape."
-            )
+        self._check_image_shape(images.shape)
         if keras.backend.standardize_dtype(images.dtype) == "uint8":
             images = ops.cast(images, "float32") / 255.0
         return ops.cast(images, self.compute_dtype) * 2.0 - 1.0
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`, after checking the data against the model.
+
+        `x` is images (N, H, W, C) in [0, 1] or uint8, a `tf.data.Dataset`
+        or `keras.utils.PyDataset` of batches of images or (images, labels);
+        `y` the labels when `x` is an array. Mismatches (image shape, labels
+        for an unconditional model or none for a conditional one, value range
+        of arrays) raise a ValueError here, before anything is traced: on JAX
+        an error inside the compiled step would leave the model's variables
+        unusable.
+        """
+        _check_training_data(self, x, y)
+        return super().fit(x, y, *args, **kwargs)
+
+    def _check_image_shape(self, shape):
+        if tuple(shape[1:]) != self.image_shape:
+            raise ValueError(
+                f"Expected images of shape (batch, {', '.join(map(str, self.image_shape))}); received "
+                f"{tuple(shape)}. Resize the data or build the denoiser for this shape."
+            )
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The simplified diffusion loss for one batch (DDPM eq. 14).
@@ -395,6 +412,56 @@ class DiffusionModel(keras.Model):
         config["denoiser"] = keras.saving.deserialize_keras_object(config["denoiser"])
         config["schedule"] = schedules.get(config["schedule"])
         return cls(**config)
+
+
+def _check_training_data(model, x, y):
+    """Checks what can be checked cheaply before `fit` traces anything."""
+    if x is None:
+        return
+    images, labels = x, y
+    if hasattr(x, "element_spec"):  # tf.data.Dataset: shapes without iterating
+        images, labels = (x.element_spec + (None,))[:2] if isinstance(x.element_spec, tuple) else (x.element_spec, None)
+        if len(images.shape) == len(model.image_shape):
+            raise ValueError("The tf.data.Dataset yields single images; batch it with `dataset.batch(batch_size)`.")
+    elif isinstance(x, keras.utils.PyDataset):
+        if len(x) == 0:
+            raise ValueError("The PyDataset is empty (len() == 0).")
+        first = x[0]
+        images, labels = (tuple(first) + (None,))[:2] if isinstance(first, (tuple, list)) else (first, None)
+    elif not hasattr(x, "shape"):
+        return  # a generator: checked when the step is traced
+    model._check_image_shape(tuple(images.shape))
+    model._training_labels(labels)
+    if isinstance(images, np.ndarray):
+        _check_array_values(images)
+        if images.shape[0] == 0:
+            raise ValueError("The training images are empty (0 examples).")
+    if isinstance(labels, np.ndarray) and model.num_classes is not None and labels.size:
+        if labels.min() < 0 or labels.max() >= model.num_classes:
+            raise ValueError(
+                f"Labels must lie in [0, {model.num_classes - 1}] for num_classes={model.num_classes}; "
+                f"received values from {labels.min()} to {labels.max()}."
+            )
+
+
+def _check_array_values(images):
+    if images.dtype == np.uint8 or images.size == 0:
+        return
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(f"Images must be uint8 or float; received dtype {images.dtype}.")
+    low, high = float(np.min(images)), float(np.max(images))
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise ValueError("The training images contain NaN or inf.")
+    if high > 1.0:
+        raise ValueError(
+            f"Float images must lie in [0, 1]; these reach {high:g}, which looks like the [0, 255] range. "
+            "Divide by 255, or pass the uint8 array as it is."
+        )
+    if low < 0.0:
+        raise ValueError(
+            f"Float images must lie in [0, 1]; these go down to {low:g}, which looks like [-1, 1] data. "
+            "Map it with (x + 1) / 2; the model scales to [-1, 1] itself."
+        )
 
 
 def _is_int(value) -> bool:
