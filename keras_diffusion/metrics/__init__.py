@@ -1,0 +1,52 @@
+"""Sample-quality metrics: FID, KID and a pixel-intensity Wasserstein distance.
+
+All metrics work on plain arrays, `tf.data` datasets or numpy iterables of
+images (`uint8`, or floats in [0, 1]), independently of training.
+"""
+
+from keras_diffusion.metrics.features import (
+    default_feature_extractor,
+    extract_features,
+    iterate_features,
+)
+from keras_diffusion.metrics.fid import FID, FIDResult, compute_fid
+from keras_diffusion.metrics.frechet import frechet_distance, trace_sqrt_product
+from keras_diffusion.metrics.images import as_uint8_images, iterate_image_batches
+from keras_diffusion.metrics.inception import (
+    AveragePoolingExcludePadding,
+    ConvBatchNormReLU,
+    InceptionFeatures,
+    build_inception_network,
+    load_inception_weights,
+)
+from keras_diffusion.metrics.inception_weights import WEIGHTS_ENV_VAR, resolve_weights_path
+from keras_diffusion.metrics.kid import KID, KIDResult, kernel_inception_distance
+from keras_diffusion.metrics.statistics import FeatureStatistics, RunningFeatureStatistics, feature_statistics
+from keras_diffusion.metrics.wasserstein import wasserstein_distance
+
+__all__ = [
+    "FID",
+    "KID",
+    "AveragePoolingExcludePadding",
+    "ConvBatchNormReLU",
+    "FIDResult",
+    "FeatureStatistics",
+    "InceptionFeatures",
+    "KIDResult",
+    "RunningFeatureStatistics",
+    "WEIGHTS_ENV_VAR",
+    "as_uint8_images",
+    "build_inception_network",
+    "compute_fid",
+    "default_feature_extractor",
+    "extract_features",
+    "feature_statistics",
+    "frechet_distance",
+    "iterate_features",
+    "iterate_image_batches",
+    "kernel_inception_distance",
+    "load_inception_weights",
+    "resolve_weights_path",
+    "trace_sqrt_product",
+    "wasserstein_distance",
+]

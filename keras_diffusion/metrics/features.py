@@ -1,0 +1,107 @@
+"""Running a feature extractor over arrays, datasets and iterables of images.
+
+A feature extractor is any callable `images -> features` taking an `(B, H, W,
+C)` batch (uint8, or floats in [0, 1]) and returning a `(B, D)` array. The
+default is the FID Inception network; tests and quick experiments may inject
+something cheaper. An extractor may have `name` and `resize` attributes,
+which go into the keys of cached statistics.
+"""
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from keras_diffusion.metrics.images import iterate_image_batches
+
+FeatureExtractor = Callable[[np.ndarray], np.ndarray]
+
+
+@functools.lru_cache(maxsize=2)
+def default_feature_extractor(batch_size: int = 50) -> FeatureExtractor:
+    """The shared `InceptionFeatures` instance (built and loaded once per batch size).
+
+    Args:
+        batch_size: images per forward pass.
+
+    Returns:
+        An `InceptionFeatures`.
+
+    Example:
+    >>> extractor = default_feature_extractor()  # doctest: +SKIP
+    """
+    from keras_diffusion.metrics.inception import InceptionFeatures
+
+    return InceptionFeatures(batch_size=batch_size)
+
+
+def extractor_identity(extractor: FeatureExtractor) -> tuple[str, str]:
+    """`(name, resize)` of an extractor, used to key cached statistics.
+
+    Args:
+        extractor: a feature extractor.
+
+    Returns:
+        Its `name` (else its type's name) and its `resize` (else `"none"`).
+
+    Example:
+    >>> extractor_identity(lambda images: images)
+    ('function', 'none')
+    """
+    name = getattr(extractor, "name", None) or type(extractor).__name__
+    return str(name), str(getattr(extractor, "resize", "none"))
+
+
+def iterate_features(
+    data: Any, extractor: FeatureExtractor, batch_size: int = 50, num_samples: int | None = None
+) -> Iterator[np.ndarray]:
+    """Yields `(B, D)` float32 feature batches of the images in `data`.
+
+    Args:
+        data: images as accepted by `iterate_image_batches`.
+        extractor: a feature extractor.
+        batch_size: images per call of the extractor.
+        num_samples: how many images to use; `None` for all.
+
+    Returns:
+        An iterator over feature batches.
+
+    Example:
+    >>> flatten = lambda images: images.reshape(len(images), -1)
+    >>> [f.shape for f in iterate_features(np.zeros((3, 2, 2, 1)), flatten, 2)]
+    [(2, 4), (1, 4)]
+    """
+    for images in iterate_image_batches(data, batch_size, num_samples):
+        features = np.asarray(extractor(images), dtype=np.float32)
+        if features.ndim != 2 or len(features) != len(images):
+            raise ValueError(
+                f"The feature extractor returned shape {features.shape} for {len(images)} "
+                "images; expected (num_images, dim)."
+            )
+        yield features
+
+
+def extract_features(
+    data: Any, extractor: FeatureExtractor, batch_size: int = 50, num_samples: int | None = None
+) -> np.ndarray:
+    """All features of the images in `data`, as one `(N, D)` float32 array.
+
+    Args:
+        data: images as accepted by `iterate_image_batches`.
+        extractor: a feature extractor.
+        batch_size: images per call of the extractor.
+        num_samples: how many images to use; `None` for all.
+
+    Returns:
+        The stacked features.
+
+    Example:
+    >>> flatten = lambda images: images.reshape(len(images), -1)
+    >>> extract_features(np.zeros((3, 2, 2, 1)), flatten).shape
+    (3, 4)
+    """
+    batches = list(iterate_features(data, extractor, batch_size, num_samples))
+    if not batches:
+        raise ValueError("No images were found in the data.")
+    return np.concatenate(batches)
