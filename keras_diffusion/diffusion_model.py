@@ -177,20 +177,21 @@ class DiffusionModel(keras.Model):
         return ops.mean(per_image)
 
     def _training_labels(self, y):
-        if self.num_classes is None:
-            if y is not None:
-                raise ValueError(
-                    "The data has labels but the denoiser is unconditional. Pass images only "
-                    "(e.g. `model.fit(images)` or `ds.map(lambda x, y: x)`), or build the denoiser "
-                    "with `num_classes` to train a class-conditional model."
-                )
-            return None
-        if y is None:
+        self._check_labels_present(y is not None)
+        return None if y is None else ops.reshape(ops.cast(y, "int32"), (-1,))
+
+    def _check_labels_present(self, has_labels: bool):
+        if self.num_classes is None and has_labels:
+            raise ValueError(
+                "The data has labels but the denoiser is unconditional. Pass images only "
+                "(e.g. `model.fit(images)` or `ds.map(lambda x, y: x)`), or build the denoiser "
+                "with `num_classes` to train a class-conditional model."
+            )
+        if self.num_classes is not None and not has_labels:
             raise ValueError(
                 f"The denoiser is class-conditional (num_classes={self.num_classes}) but the data has "
                 "no labels. Pass (images, labels) to `fit`, or use an unconditional denoiser (num_classes=None)."
             )
-        return ops.reshape(ops.cast(y, "int32"), (-1,))
 
     def _update_ema(self):
         """ema ← ema + (1 − decay)(θ − ema), with the warm-up decay of the class docstring."""
@@ -431,7 +432,7 @@ def _check_training_data(model, x, y):
     elif not hasattr(x, "shape"):
         return  # a generator: checked when the step is traced
     model._check_image_shape(tuple(images.shape))
-    model._training_labels(labels)
+    model._check_labels_present(labels is not None)
     if isinstance(images, np.ndarray):
         _check_array_values(images)
         if images.shape[0] == 0:

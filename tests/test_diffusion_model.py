@@ -57,10 +57,11 @@ def test_ema_follows_the_weights_with_the_warmup_decay():
 def test_fit_accepts_a_tf_data_dataset_of_uint8_images_and_labels():
     import tensorflow as tf
 
-    model = kd.DiffusionModel(tiny_unet(num_classes=None), timesteps=100, seed=5)
+    model = kd.DiffusionModel(tiny_unet(num_classes=3), timesteps=100, seed=5)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    images = (tiny_images(32) * 255).astype("uint8")
-    history = model.fit(tf.data.Dataset.from_tensor_slices(images).batch(8), epochs=2, verbose=0)
+    images, labels = (tiny_images(32) * 255).astype("uint8"), np.arange(32, dtype="int64") % 3
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+    history = model.fit(dataset, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2 and np.all(np.isfinite(history.history["loss"]))
 
 

@@ -105,6 +105,15 @@ def test_tf_data_and_py_dataset_are_checked_before_tracing(unconditional):
         unconditional.fit(Batches(), epochs=1, verbose=0)
 
 
+def test_well_formed_tf_data_with_labels_passes_the_early_check(tiny_conditional):
+    import tensorflow as tf
+
+    from keras_diffusion.diffusion_model import _check_training_data
+
+    images, labels = np.zeros((4, 8, 8, 1), "float32"), np.arange(4) % 3
+    _check_training_data(tiny_conditional, tf.data.Dataset.from_tensor_slices((images, labels)).batch(2), None)
+
+
 def test_a_failed_fit_leaves_the_model_usable(unconditional):
     with pytest.raises(ValueError):
         unconditional.fit(np.zeros((4, 28, 28, 1), "float32"), epochs=1, verbose=0)
