@@ -393,6 +393,35 @@ class DiffusionModel(keras.Model):
 
     # ------------------------------------------------------------ serialisation
 
+    def _all_seed_generators(self):
+        """The model's training seed and those of its layers (e.g. dropout), in a fixed order."""
+        generators = []
+        for layer in self._flatten_layers(include_self=True):
+            generators.extend(layer._seed_generators)
+        return generators
+
+    def save_own_variables(self, store):
+        """Saves the model's own variables (EMA, counters) and every seed generator's state.
+
+        Keras does not save `SeedGenerator` states; without them a model
+        restored from a file (or by `keras.callbacks.BackupAndRestore`) would
+        draw different noise than the run it continues.
+        """
+        own_variables = self._trainable_variables + self._non_trainable_variables
+        for index, variable in enumerate(own_variables):
+            store[f"{index}"] = variable
+        for index, generator in enumerate(self._all_seed_generators()):
+            store[f"seed_state_{index}"] = generator.state
+
+    def load_own_variables(self, store):
+        own_variables = self._trainable_variables + self._non_trainable_variables
+        for index, variable in enumerate(own_variables):
+            variable.assign(store[f"{index}"])
+        for index, generator in enumerate(self._all_seed_generators()):
+            key = f"seed_state_{index}"
+            if key in store:  # files written before seed states were saved lack them
+                generator.state.assign(store[key])
+
     def get_config(self):
         return {
             "name": self.name,

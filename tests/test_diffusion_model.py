@@ -89,6 +89,13 @@ def test_same_seed_gives_identical_images_and_another_seed_does_not(tiny_conditi
     assert not np.allclose(first, tiny_conditional.generate(4, steps=5, eta=0.5, seed=12))
 
 
+def test_missing_labels_are_drawn_uniformly_from_the_seed(tiny_conditional):
+    drawn = np.random.default_rng(5).integers(0, 3, 6)
+    np.testing.assert_array_equal(
+        tiny_conditional.generate(6, steps=3, seed=5), tiny_conditional.generate(6, steps=3, seed=5, labels=drawn)
+    )
+
+
 def test_ddim_with_eta_one_generates_what_ddpm_generates(tiny_conditional):
     kwargs = dict(steps=8, seed=7, labels=[0, 1, 2, 3])
     ddim = tiny_conditional.generate(4, sampler="ddim", eta=1.0, **kwargs)
@@ -140,3 +147,19 @@ def test_a_user_denoiser_without_num_classes_attribute_works():
     model = kd.DiffusionModel(denoiser, timesteps=50)
     assert model.image_shape == (4, 4, 1) and model.num_classes is None
     assert model.generate(3, steps=4, seed=0).shape == (3, 4, 4, 1)
+
+
+def test_a_saved_and_reloaded_model_continues_training_exactly_like_the_original(tmp_path):
+    images, labels = tiny_images(), np.arange(16) % 3
+    model = kd.DiffusionModel(tiny_unet(), timesteps=100, seed=8)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.train_on_batch(images, labels)
+    model.save(tmp_path / "checkpoint.keras")
+    restored = keras.models.load_model(tmp_path / "checkpoint.keras")
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(restored.seed_generator.state), keras.ops.convert_to_numpy(model.seed_generator.state)
+    )
+    for m in (model, restored):
+        m.train_on_batch(images, labels)
+    for a, b in zip(numpy_weights(model.weights), numpy_weights(restored.weights)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
