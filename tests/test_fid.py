@@ -251,6 +251,15 @@ def test_statistics_file_write_leaves_no_temporary_files(tmp_path):
     assert FeatureStatistics.load(tmp_path / "stats.npz").num_samples == 10
 
 
+def test_atomically_written_files_get_the_permissions_of_a_plain_open(tmp_path):
+    from keras_diffusion.metrics.atomic_files import write_bytes_atomically
+
+    write_bytes_atomically(tmp_path / "atomic.bin", b"x")
+    with open(tmp_path / "plain.bin", "wb") as file:
+        file.write(b"x")
+    assert os.stat(tmp_path / "atomic.bin").st_mode == os.stat(tmp_path / "plain.bin").st_mode
+
+
 def test_fid_accepts_a_path_to_saved_statistics(tmp_path, quiet):
     rng = np.random.default_rng(16)
     real, generated = small_images(rng, 100), small_images(rng, 100)

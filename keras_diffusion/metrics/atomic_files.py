@@ -31,11 +31,19 @@ def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
+        # mkstemp creates the file 0600; give it the permissions a plain open() would.
+        os.chmod(temporary, 0o666 & ~_current_umask())
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def save_npz_atomically(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
