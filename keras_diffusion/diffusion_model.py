@@ -1,5 +1,6 @@
 """`DiffusionModel`: trains a denoiser with the simplified ε-loss and samples from it."""
 
+import inspect
 from collections.abc import Sequence
 
 import keras
@@ -316,6 +317,8 @@ class DiffusionModel(keras.Model):
         """A pure function of one reverse step, compiled once per (sampler, labels?, guided?, clip?)."""
         update = samplers.get(sampler)
         denoiser, prediction, null_class = self.denoiser, self.prediction, self.null_class
+        # stateless_call hands keyword arguments straight to call(); not every denoiser takes `training`.
+        call_kwargs = {"training": False} if _accepts_argument(denoiser.call, "training") else {}
 
         def step(trainable, non_trainable, x, t, alpha_bar_t, alpha_bar_prev, noise, labels, guidance_scale, eta):
             batch_size = ops.shape(x)[0]
@@ -328,7 +331,7 @@ class DiffusionModel(keras.Model):
                 inputs = [ops.concatenate([x, x]), ops.concatenate([t_batch, t_batch]), ops.concatenate([labels, null])]
             else:
                 inputs = [x, t_batch, labels]
-            output, _ = denoiser.stateless_call(trainable, non_trainable, inputs, training=False)
+            output, _ = denoiser.stateless_call(trainable, non_trainable, inputs, **call_kwargs)
             if guided and labels is not None:
                 conditional, unconditional = output[:batch_size], output[batch_size:]
                 output = samplers.classifier_free_guidance(conditional, unconditional, guidance_scale)
@@ -492,6 +495,11 @@ def _check_array_values(images):
             f"Float images must lie in [0, 1]; these go down to {low:g}, which looks like [-1, 1] data. "
             "Map it with (x + 1) / 2; the model scales to [-1, 1] itself."
         )
+
+
+def _accepts_argument(function, name: str) -> bool:
+    parameters = inspect.signature(function).parameters.values()
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def _is_int(value) -> bool:
