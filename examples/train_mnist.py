@@ -43,7 +43,9 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     parser.add_argument("--guidance-scale", type=float, default=2.0, help="w of the final sample grid")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps of the final sample grid")
+    parser.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim", help="sampler of the final grid")
+    parser.add_argument("--eta", type=float, default=1.0, help="DDIM's eta for the final grid (1: stochastic)")
+    parser.add_argument("--steps", type=int, default=50, help="sampler steps of the final sample grid")
     parser.add_argument("--data-dir", default=None, help="folder with mnist.npz (default $KERAS_DIFFUSION_DATA_DIR)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -67,7 +69,7 @@ def main(argv=None):
     callbacks = [
         kd.callbacks.ImageGridCallback(
             os.path.join(args.out, "grids"), labels=[0, 1, 2, 3], real_images=real_images, steps=25,
-            guidance_scale=args.guidance_scale,
+            guidance_scale=args.guidance_scale, eta=args.eta,
         ),  # fmt: skip
         kd.callbacks.TrainingCurvesCallback(os.path.join(args.out, "curves.png")),
     ]
@@ -76,8 +78,8 @@ def main(argv=None):
     print(f"Trained in {time.perf_counter() - start:.0f} s.")
 
     samples = model.generate(
-        80, sampler="ddim", steps=args.steps, labels=np.repeat(np.arange(10), 8),
-        guidance_scale=args.guidance_scale, seed=args.seed,
+        80, sampler=args.sampler, steps=args.steps, eta=args.eta if args.sampler == "ddim" else 0.0,
+        labels=np.repeat(np.arange(10), 8), guidance_scale=args.guidance_scale, seed=args.seed,
     )  # fmt: skip
     grid_path = os.path.join(args.out, "samples.png")
     kd.callbacks.save_image_atomically(grid_path, kd.callbacks.make_image_grid(samples, columns=8))

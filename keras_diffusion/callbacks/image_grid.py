@@ -93,6 +93,7 @@ class ImageGridCallback(keras.callbacks.Callback):
         steps: sampler steps.
         guidance_scale: classifier-free guidance weight (conditional models).
         seed: sampling seed, the same at every epoch.
+        eta: DDIM's η (0 deterministic, 1 stochastic); ignored by `"ddpm"`.
 
     Returns:
         A Keras callback.
@@ -114,6 +115,7 @@ class ImageGridCallback(keras.callbacks.Callback):
         steps: int = 50,
         guidance_scale: float = 0.0,
         seed: int = 0,
+        eta: float = 0.0,
     ) -> None:
         super().__init__()
         if int(every_n_epochs) < 1 or int(rows) < 1 or int(columns) < 1:
@@ -130,6 +132,7 @@ class ImageGridCallback(keras.callbacks.Callback):
         self.steps = steps
         self.guidance_scale = guidance_scale
         self.seed = seed
+        self.eta = float(eta)
 
     def _row_labels(self) -> list[int] | None:
         num_classes = getattr(self.model, "num_classes", None)
@@ -151,6 +154,7 @@ class ImageGridCallback(keras.callbacks.Callback):
             labels=labels,
             guidance_scale=self.guidance_scale,
             seed=self.seed,
+            eta=self.eta if self.sampler == "ddim" else 0.0,
         )
         grid = make_image_grid(generated, self.columns)
         if self.real_images is None:
