@@ -253,7 +253,7 @@ class DiffusionModel(keras.Model):
             guidance_scale: classifier-free guidance weight w >= 0; 0 samples
                 the conditional model alone.
             seed: makes the result reproducible; None for fresh randomness.
-            batch_size: images per network call (default min(num_images, 256)).
+            batch_size: images per network call (at most num_images; default 256).
             spacing: timestep spacing, see `samplers.timestep_sequence`.
             clip_denoised: clip x̂_0 to [-1, 1] at every step (as DDPM does).
             use_ema: sample with the EMA weights (if the model keeps them).
@@ -267,7 +267,7 @@ class DiffusionModel(keras.Model):
         """
         timesteps = self._check_generate_arguments(num_images, sampler, eta, guidance_scale, batch_size, steps, spacing)
         labels = self._generation_labels(labels, num_images, seed)
-        batch_size = batch_size or min(num_images, 256)
+        batch_size = min(batch_size or 256, num_images)
         guided = guidance_scale != 0.0
         key = (sampler, labels is not None, guided, bool(clip_denoised))
         if key not in self._step_functions:
