@@ -1,6 +1,6 @@
 """keras_diffusion: diffusion models for Keras 3 on TensorFlow and JAX."""
 
-from keras_diffusion import callbacks, datasets, metrics, models, predictions, samplers, schedules
+from keras_diffusion import callbacks, datasets, metrics, models, noise, predictions, samplers, schedules
 from keras_diffusion.diffusion_model import DiffusionModel
 
 __version__ = "0.1.0"

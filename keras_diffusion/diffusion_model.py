@@ -7,6 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_diffusion import noise as noise_distributions
 from keras_diffusion import predictions, samplers, schedules
 from keras_diffusion.backend import compile_function
 
@@ -49,6 +50,13 @@ class DiffusionModel(keras.Model):
         image_shape: (H, W, C); default: the denoiser's `image_shape` or the
             shape of its first input. Needed to build an unbuilt denoiser.
         seed: seed of the training noise; None for a random one.
+        noise: the noise distribution, `"gaussian"`, `"mixture_gaussian"` or a
+            `keras_diffusion.noise` instance such as
+            `MixtureGaussianNoise(p=0.3, phi=0.5)` (MG-DDM, the thesis' 3.5).
+            Used for training and for the samplers' noise.
+        min_snr_gamma: weight each image's loss by the min-SNR-γ rule
+            (`predictions.min_snr_weight`, Hang et al. 2023); None for the
+            unweighted simplified loss.
         **kwargs: `keras.Model` arguments such as `name`.
 
     Example:
@@ -70,6 +78,8 @@ class DiffusionModel(keras.Model):
         num_classes: int | None = None,
         image_shape: Sequence[int] | None = None,
         seed: int | None = None,
+        noise: "str | noise_distributions.GaussianNoise" = "gaussian",
+        min_snr_gamma: float | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -82,14 +92,19 @@ class DiffusionModel(keras.Model):
             raise ValueError(f"`ema_decay` must be in [0, 1) or None; received {ema_decay}.")
         if not 0.0 <= class_dropout < 1.0:
             raise ValueError(f"`class_dropout` must be in [0, 1); received {class_dropout}.")
+        if min_snr_gamma is not None and not (np.isfinite(min_snr_gamma) and min_snr_gamma > 0):
+            raise ValueError(f"`min_snr_gamma` must be a positive number or None; received {min_snr_gamma!r}.")
         self.denoiser = denoiser
+        self.noise = noise_distributions.get(noise)
+        self.min_snr_gamma = None if min_snr_gamma is None else float(min_snr_gamma)
         self.schedule = schedules.get(schedule, timesteps)
         self.timesteps = self.schedule.timesteps
         self.prediction = predictions.check_prediction(prediction)
         self.ema_decay = ema_decay
         self.class_dropout = float(class_dropout)
         self.num_classes = num_classes if num_classes is not None else getattr(denoiser, "num_classes", None)
-        self.image_shape = _infer_image_shape(denoiser, image_shape)
+        self.sample_shape = _infer_image_shape(denoiser, image_shape)
+        self.image_shape = self.sample_shape  # a latent model maps its images to sample_shape
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="training_seed")
         if not denoiser.built:
@@ -105,6 +120,9 @@ class DiffusionModel(keras.Model):
                 self._ema_variables.append(ema)
         self._step_functions = {}
         self.built = True
+
+    #: Whether `generate` clips x̂_0 to [-1, 1] when `clip_denoised=None` (pixels: yes; latents: no).
+    default_clip_denoised = True
 
     @property
     def null_class(self) -> int | None:
@@ -158,7 +176,7 @@ class DiffusionModel(keras.Model):
         batch_size = ops.shape(x0)[0]
         labels = self._training_labels(y)
         t = keras.random.randint((batch_size,), 0, self.timesteps, seed=self.seed_generator)
-        noise = keras.random.normal(ops.shape(x0), dtype=x0.dtype, seed=self.seed_generator)
+        noise = self.noise.sample(ops.shape(x0), self.seed_generator, dtype=x0.dtype)
         signal, sigma = self.schedule.signal_and_noise_scales(t, len(x0.shape), x0.dtype)
         inputs = [signal * x0 + sigma * noise, ops.cast(t, "float32")]
         if labels is not None:
@@ -173,6 +191,9 @@ class DiffusionModel(keras.Model):
         per_image = ops.mean(
             ops.square(ops.cast(target, "float32") - ops.cast(output, "float32")), axis=tuple(range(1, len(x0.shape)))
         )
+        if self.min_snr_gamma is not None:
+            alpha_bar = ops.take(ops.convert_to_tensor(self.schedule.alpha_bar, "float32"), t)
+            per_image = per_image * predictions.min_snr_weight(self.prediction, alpha_bar / (1.0 - alpha_bar), self.min_snr_gamma)
         if sample_weight is not None:
             per_image = per_image * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
         return ops.mean(per_image)
@@ -224,27 +245,33 @@ class DiffusionModel(keras.Model):
     def generate(
         self,
         num_images: int,
-        sampler: str = "ddim",
+        sampler: "str | samplers.Sampler" = "ddim",
         steps: int = 50,
         eta: float = 0.0,
         labels=None,
         guidance_scale: float = 0.0,
         seed: int | None = None,
         batch_size: int | None = None,
-        spacing: str = "leading",
-        clip_denoised: bool = True,
+        spacing: str | None = None,
+        clip_denoised: bool | None = None,
         use_ema: bool = True,
         verbose: bool = False,
+        callback=None,
     ) -> np.ndarray:
         """Samples images by running the reverse process from pure noise.
 
         Args:
             num_images: how many images, >= 1.
-            sampler: `"ddim"` (DDIM eq. 12, η-controlled noise) or `"ddpm"`
-                (ancestral with the posterior variance β̃; with steps < T it
-                uses the respaced schedule of the visited timesteps).
-            steps: network evaluations, 1..T (`model.timesteps` for the full
-                DDPM chain).
+            sampler: a name from `keras_diffusion.samplers.available()` —
+                `"ddim"` (DDIM eq. 12, η-controlled noise), `"ddpm"` (ancestral),
+                `"euler"`, `"heun"` (Karras et al. 2022), `"dpmpp_2m"`
+                (DPM-Solver++ 2M), `"sde"` (reverse VP-SDE, Euler–Maruyama),
+                `"pc"` (predictor–corrector), `"ode"` (probability-flow ODE,
+                adaptive SciPy solver) — or a `samplers.Sampler` instance
+                (e.g. `samplers.PredictorCorrectorSampler(snr=0.1)`).
+            steps: noise levels to visit, 1..T (`model.timesteps` for the full
+                DDPM chain). Second-order and corrector samplers evaluate the
+                network more than once per level (`Sampler.function_evaluations`).
             eta: DDIM's η >= 0 (0: deterministic, 1: DDPM-like noise). Only for "ddim".
             labels: for a conditional model, one int or a sequence of
                 `num_images` ints in [0, num_classes] (`num_classes` is the
@@ -254,10 +281,15 @@ class DiffusionModel(keras.Model):
                 the conditional model alone.
             seed: makes the result reproducible; None for fresh randomness.
             batch_size: images per network call (at most num_images; default 256).
-            spacing: timestep spacing, see `samplers.timestep_sequence`.
-            clip_denoised: clip x̂_0 to [-1, 1] at every step (as DDPM does).
+            spacing: timestep spacing for a sampler given by name (see
+                `samplers.SPACINGS`); None keeps the sampler's default.
+            clip_denoised: clip x̂_0 to [-1, 1] at every step (as DDPM does);
+                None uses the model's `default_clip_denoised`.
             use_ema: sample with the EMA weights (if the model keeps them).
             verbose: show a progress bar over the steps.
+            callback: optional `callback(step_index, x)` called after every
+                step of every batch with the current x (NumPy, the model's
+                diffusion space, e.g. [-1, 1] pixels), for denoising-sequence figures.
 
         Returns:
             float32 NumPy array (num_images, H, W, C) with values in [0, 1].
@@ -265,34 +297,27 @@ class DiffusionModel(keras.Model):
         Example:
         >>> images = model.generate(16, sampler="ddim", steps=50, seed=0)  # doctest: +SKIP
         """
-        timesteps = self._check_generate_arguments(num_images, sampler, eta, guidance_scale, batch_size, steps, spacing)
+        sampler = self._resolve_sampler(sampler, eta, spacing)
+        self._check_generate_arguments(num_images, sampler, guidance_scale, batch_size, steps)
         labels = self._generation_labels(labels, num_images, seed)
         batch_size = min(batch_size or 256, num_images)
+        clip_denoised = self.default_clip_denoised if clip_denoised is None else bool(clip_denoised)
         guided = guidance_scale != 0.0
-        key = (sampler, labels is not None, guided, bool(clip_denoised))
+        key = (sampler.cache_key(), labels is not None, guided, clip_denoised)
         if key not in self._step_functions:
             self._step_functions[key] = compile_function(self._make_step_function(sampler, guided, clip_denoised))
-        step_function = self._step_functions[key]
+        compiled_step = self._step_functions[key]
 
         ema = self._ema_variables if (use_ema and self._ema_variables) else self.denoiser.trainable_variables
         trainable = [ops.convert_to_tensor(v.value) for v in ema]
         non_trainable = [ops.convert_to_tensor(v.value) for v in self.denoiser.non_trainable_variables]
-        alpha_bar = self.schedule.alpha_bar
-        schedule_tensors = [
-            (
-                ops.convert_to_tensor(np.float32(t)),
-                ops.convert_to_tensor(np.float32(alpha_bar[t])),
-                ops.convert_to_tensor(np.float32(alpha_bar[timesteps[i + 1]] if i + 1 < len(timesteps) else 1.0)),
-            )
-            for i, t in enumerate(timesteps)
-        ]
-        stochastic = sampler == "ddpm" or eta > 0
         generator = keras.random.SeedGenerator(seed)
-        eta_tensor = ops.convert_to_tensor(np.float32(eta))
         guidance_tensor = ops.convert_to_tensor(np.float32(guidance_scale))
-        shape = (batch_size,) + self.image_shape
-        zeros = ops.zeros(shape)
-        progress = keras.utils.Progbar(len(timesteps) * -(-num_images // batch_size)) if verbose else None
+        shape = (batch_size,) + self.sample_shape
+        progress = keras.utils.Progbar(steps * -(-num_images // batch_size)) if verbose else None
+
+        def draw_noise(count):
+            return self.noise.sample((count,) + shape, generator) if count else None
 
         outputs = []
         for start in range(0, num_images, batch_size):
@@ -300,58 +325,79 @@ class DiffusionModel(keras.Model):
             if labels is not None:
                 batch_labels = np.resize(labels[start : start + batch_size], batch_size)
                 batch_labels = ops.convert_to_tensor(batch_labels.astype("int32"))
-            x = keras.random.normal(shape, seed=generator)
-            for t, alpha_bar_t, alpha_bar_prev in schedule_tensors:
-                noise = keras.random.normal(shape, seed=generator) if stochastic else zeros
-                x = step_function(
-                    trainable, non_trainable, x, t, alpha_bar_t, alpha_bar_prev, noise,
-                    batch_labels, guidance_tensor, eta_tensor,
-                )  # fmt: skip
+
+            def step_function(x, state, row, noise, batch_labels=batch_labels):
+                return compiled_step(trainable, non_trainable, x, state, row, noise, batch_labels, guidance_tensor)
+
+            def on_step(index, x):
                 if progress is not None:
                     progress.add(1)
-            outputs.append(ops.convert_to_numpy(x)[: num_images - start])
-        images = np.concatenate(outputs, axis=0).astype("float32")
-        return np.clip((images + 1.0) / 2.0, 0.0, 1.0)
+                if callback is not None:
+                    callback(index, ops.convert_to_numpy(x)[: num_images - start])
 
-    def _make_step_function(self, sampler: str, guided: bool, clip_denoised: bool):
-        """A pure function of one reverse step, compiled once per (sampler, labels?, guided?, clip?)."""
-        update = samplers.get(sampler)
+            x = sampler.run(step_function, self.noise.sample(shape, generator), self.schedule, steps, draw_noise, on_step)
+            outputs.append(ops.convert_to_numpy(x)[: num_images - start])
+        return self.decode_samples(np.concatenate(outputs, axis=0).astype("float32"))
+
+    def decode_samples(self, samples: np.ndarray) -> np.ndarray:
+        """Maps samples of the diffusion space ([-1, 1] pixels here) to float32 images in [0, 1]."""
+        return np.clip((samples + 1.0) / 2.0, 0.0, 1.0).astype("float32")
+
+    def _resolve_sampler(self, sampler, eta, spacing) -> samplers.Sampler:
+        if not np.isfinite(eta) or eta < 0:
+            raise ValueError(f"`eta` must be a finite number >= 0; received eta={eta!r}.")
+        if isinstance(sampler, samplers.Sampler):
+            if eta != 0 or spacing is not None:
+                raise ValueError("`eta` and `spacing` apply to samplers given by name; set them on the Sampler instance.")
+            return sampler
+        if not isinstance(sampler, str) or sampler not in samplers.SAMPLERS:
+            raise ValueError(f"Unknown sampler {sampler!r}; use one of {samplers.available()} or a Sampler instance.")
+        if sampler != "ddim" and eta != 0:
+            raise ValueError(f"`eta` applies to the 'ddim' sampler only; received eta={eta} with sampler={sampler!r}.")
+        kwargs = {"eta": eta} if sampler == "ddim" else {}
+        if spacing is not None:
+            if sampler == "ode":
+                raise ValueError("The 'ode' sampler chooses its own noise levels; leave `spacing` unset.")
+            kwargs["spacing"] = spacing
+        return samplers.get(sampler, **kwargs)
+
+    def _make_step_function(self, sampler: samplers.Sampler, guided: bool, clip_denoised: bool):
+        """A pure function of one sampler step, compiled once per (sampler, labels?, guided?, clip?)."""
         denoiser, prediction, null_class = self.denoiser, self.prediction, self.null_class
         # stateless_call hands keyword arguments straight to call(); not every denoiser takes `training`.
         call_kwargs = {"training": False} if _accepts_argument(denoiser.call, "training") else {}
 
-        def step(trainable, non_trainable, x, t, alpha_bar_t, alpha_bar_prev, noise, labels, guidance_scale, eta):
-            batch_size = ops.shape(x)[0]
-            t_batch = ops.full((batch_size,), t)
-            if labels is None:
-                inputs = [x, t_batch]
-            elif guided:
-                # One network call on [x; x] with [labels; null] gives ε(x, c) and ε(x, ∅).
-                null = ops.full((batch_size,), null_class, dtype="int32")
-                inputs = [ops.concatenate([x, x]), ops.concatenate([t_batch, t_batch]), ops.concatenate([labels, null])]
-            else:
-                inputs = [x, t_batch, labels]
-            output, _ = denoiser.stateless_call(trainable, non_trainable, inputs, **call_kwargs)
-            if guided and labels is not None:
-                conditional, unconditional = output[:batch_size], output[batch_size:]
-                output = samplers.classifier_free_guidance(conditional, unconditional, guidance_scale)
-            signal, sigma = ops.sqrt(alpha_bar_t), ops.sqrt(1.0 - alpha_bar_t)
-            x0, eps = predictions.to_x0_and_epsilon(prediction, output, x, signal, sigma)
-            if clip_denoised:
-                x0 = ops.clip(x0, -1.0, 1.0)
-                eps = (x - signal * x0) / sigma
-            return update(x, x0, eps, alpha_bar_t, alpha_bar_prev, noise, eta)
+        def step(trainable, non_trainable, x, state, row, noise, labels, guidance_scale):
+            def denoise(x, t, alpha_bar):
+                """(x̂_0, ε̂) at level (t, ᾱ): the network, guidance and the target conversion."""
+                batch_size = ops.shape(x)[0]
+                t_batch = ops.full((batch_size,), t)
+                if labels is None:
+                    inputs = [x, t_batch]
+                elif guided:
+                    # One network call on [x; x] with [labels; null] gives ε(x, c) and ε(x, ∅).
+                    null = ops.full((batch_size,), null_class, dtype="int32")
+                    inputs = [ops.concatenate([x, x]), ops.concatenate([t_batch, t_batch]), ops.concatenate([labels, null])]
+                else:
+                    inputs = [x, t_batch, labels]
+                output, _ = denoiser.stateless_call(trainable, non_trainable, inputs, **call_kwargs)
+                if guided and labels is not None:
+                    conditional, unconditional = output[:batch_size], output[batch_size:]
+                    output = samplers.classifier_free_guidance(conditional, unconditional, guidance_scale)
+                signal, sigma = ops.sqrt(alpha_bar), ops.sqrt(1.0 - alpha_bar)
+                x0, eps = predictions.to_x0_and_epsilon(prediction, ops.cast(output, x.dtype), x, signal, sigma)
+                if clip_denoised:
+                    x0 = ops.clip(x0, -1.0, 1.0)
+                    eps = (x - signal * x0) / sigma
+                return x0, eps
+
+            return sampler.step(denoise, x, state, row, noise)
 
         return step
 
-    def _check_generate_arguments(self, num_images, sampler, eta, guidance_scale, batch_size, steps, spacing):
+    def _check_generate_arguments(self, num_images, sampler, guidance_scale, batch_size, steps):
         if not _is_int(num_images) or num_images < 1:
             raise ValueError(f"`num_images` must be a positive integer; received {num_images!r}.")
-        samplers.get(sampler)
-        if not np.isfinite(eta) or eta < 0:
-            raise ValueError(f"`eta` must be a finite number >= 0; received eta={eta!r}.")
-        if sampler != "ddim" and eta != 0:
-            raise ValueError(f"`eta` applies to the 'ddim' sampler only; received eta={eta} with sampler={sampler!r}.")
         if not np.isfinite(guidance_scale) or guidance_scale < 0:
             raise ValueError(f"`guidance_scale` must be a finite number >= 0; received {guidance_scale!r}.")
         if guidance_scale != 0 and self.num_classes is None:
@@ -361,7 +407,12 @@ class DiffusionModel(keras.Model):
             )
         if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
             raise ValueError(f"`batch_size` must be a positive integer or None; received {batch_size!r}.")
-        return samplers.timestep_sequence(self.timesteps, steps, spacing)
+        if sampler.gaussian_only and type(self.noise) is not noise_distributions.GaussianNoise:
+            raise ValueError(
+                f"The {sampler.name!r} sampler uses the score of Gaussian noise; this model was trained with "
+                f"{self.noise!r}. Use 'ddpm' or 'ddim' for it."
+            )
+        samplers.noise_levels(self.schedule, steps, "leading")  # validates steps
 
     def _generation_labels(self, labels, num_images, seed):
         if self.num_classes is None:
@@ -389,7 +440,7 @@ class DiffusionModel(keras.Model):
         return labels
 
     def _example_inputs(self, batch_size):
-        inputs = [ops.zeros((batch_size,) + self.image_shape), ops.zeros((batch_size,))]
+        inputs = [ops.zeros((batch_size,) + self.sample_shape), ops.zeros((batch_size,))]
         if self.num_classes is not None:
             inputs.append(ops.zeros((batch_size,), dtype="int32"))
         return inputs
@@ -435,8 +486,10 @@ class DiffusionModel(keras.Model):
             "ema_decay": self.ema_decay,
             "class_dropout": self.class_dropout,
             "num_classes": self.num_classes,
-            "image_shape": self.image_shape,
+            "image_shape": self.sample_shape,
             "seed": self.seed,
+            "noise": keras.saving.serialize_keras_object(self.noise),
+            "min_snr_gamma": self.min_snr_gamma,
         }
 
     @classmethod
@@ -444,6 +497,8 @@ class DiffusionModel(keras.Model):
         config = dict(config)
         config["denoiser"] = keras.saving.deserialize_keras_object(config["denoiser"])
         config["schedule"] = schedules.get(config["schedule"])
+        if "noise" in config:
+            config["noise"] = noise_distributions.get(config["noise"])
         return cls(**config)
 
 

@@ -6,6 +6,8 @@ sampling both go through these two functions, so a new target is added here
 and nowhere else.
 """
 
+from keras import ops
+
 PREDICTIONS = ("epsilon", "x0", "v")
 
 
@@ -55,3 +57,27 @@ def to_x0_and_epsilon(prediction: str, output, x_t, signal, sigma):
         return output, (x_t - signal * output) / sigma
     # v-prediction: x0 = √ᾱ x_t - √(1-ᾱ) v, ε = √(1-ᾱ) x_t + √ᾱ v (with √ᾱ² + √(1-ᾱ)² = 1).
     return signal * x_t - sigma * output, sigma * x_t + signal * output
+
+
+def min_snr_weight(prediction: str, snr, gamma: float):
+    """The min-SNR-γ loss weight (Hang et al. 2023) for a regression on `prediction`.
+
+    The weight makes every target's loss equal to min(SNR, γ)·‖x̂_0 − x_0‖²,
+    with SNR = ᾱ/(1-ᾱ): min(SNR, γ)/SNR for ε, min(SNR, γ) for x_0 and
+    min(SNR, γ)/(SNR + 1) for v. It stops the nearly noise-free steps from
+    dominating training.
+
+    Args:
+        prediction: one of `PREDICTIONS`.
+        snr: ᾱ_t/(1-ᾱ_t) per sample.
+        gamma: the clamp γ (5 in the paper).
+
+    Returns:
+        The weight per sample, shaped like `snr`.
+    """
+    clipped = ops.minimum(snr, gamma)
+    if prediction == "epsilon":
+        return clipped / snr
+    if prediction == "x0":
+        return clipped
+    return clipped / (snr + 1.0)

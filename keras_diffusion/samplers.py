@@ -1,24 +1,40 @@
-"""Reverse-process update rules, each a short pure function next to its equation.
+"""Reverse-process samplers: update rules as short pure functions, and the objects that drive them.
 
-A sampler step maps x_t to x_{t'} (t' < t, the previous timestep of the
-chosen sub-sequence) given the model's estimates x̂_0 and ε̂ at x_t, the
-cumulative products ᾱ_t, ᾱ_{t'} (ᾱ = 1 after the last step) and fresh
-standard-normal noise z. Samplers know nothing of networks: the model turns
-its output into (x̂_0, ε̂) with `keras_diffusion.predictions` and calls them.
+Every sampler meets a model at one small interface. The model gives it a
+function `denoise(x, t, alpha_bar) -> (x̂_0, ε̂)` (network, guidance and the
+prediction-target conversion already applied) and the sampler moves x from
+one noise level to the next. A noise level is a (possibly fractional)
+timestep t and its ᾱ; x is always in the model's own scaling,
+x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε. After the last level comes ᾱ = 1, the data.
+
+The update rules are plain functions next to their equations (`ddim_step`,
+`ddpm_step`, `euler_step`, `heun_step`, `dpmpp_2m_step`,
+`euler_maruyama_step`, `langevin_corrector_step`). The `Sampler` classes
+add what a loop needs: which levels to visit (`levels`), the state carried
+between steps (DPM-Solver++ keeps the previous x̂_0) and how much fresh noise
+a step draws. To write your own sampler, subclass `Sampler` and implement
+`step`; pass the instance as `model.generate(sampler=...)`.
 """
+
+import inspect
+from collections.abc import Callable
 
 import numpy as np
 from keras import ops
 
-SPACINGS = ("leading", "trailing", "linspace")
+from keras_diffusion.schedules import NoiseSchedule
+
+SPACINGS = ("leading", "trailing", "linspace", "karras")
+
+# ----------------------------------------------------------------------------- noise levels
 
 
 def timestep_sequence(timesteps: int, steps: int, spacing: str = "leading") -> np.ndarray:
-    """The decreasing sub-sequence of timesteps a sampler visits.
+    """The decreasing sub-sequence of integer timesteps a sampler visits.
 
     Args:
         timesteps: T of the schedule.
-        steps: how many network evaluations, 1 <= steps <= T.
+        steps: how many noise levels, 1 <= steps <= T.
         spacing: `"leading"` (0, k, 2k, ... with k = T // steps, as in DDIM),
             `"trailing"` (T-1, T-1-k, ...; starts at the noisiest step) or
             `"linspace"` (rounded linspace from 0 to T-1).
@@ -30,11 +46,7 @@ def timestep_sequence(timesteps: int, steps: int, spacing: str = "leading") -> n
     >>> timestep_sequence(1000, 4).tolist()
     [750, 500, 250, 0]
     """
-    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or not 1 <= steps <= timesteps:
-        raise ValueError(
-            f"`steps` must be an integer between 1 and the model's timesteps ({timesteps}); "
-            f"received steps={steps!r}."
-        )
+    _check_steps(steps, timesteps)
     if spacing == "leading":
         sequence = np.arange(steps, dtype=np.int64) * (timesteps // steps)
     elif spacing == "trailing":
@@ -46,12 +58,69 @@ def timestep_sequence(timesteps: int, steps: int, spacing: str = "leading") -> n
     return sequence[::-1].copy()
 
 
+def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7.0) -> np.ndarray:
+    """σ_i = (σ_max^{1/ρ} + i/(n-1) (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ, i = 0..n-1 (Karras et al. 2022, eq. 5).
+
+    Returns:
+        float64 array of `steps` decreasing noise levels from σ_max to σ_min.
+
+    Example:
+    >>> karras_sigmas(0.01, 80.0, 3).round(3).tolist()
+    [80.0, 3.155, 0.01]
+    """
+    if steps == 1:
+        return np.array([sigma_max], np.float64)
+    ramp = np.linspace(0.0, 1.0, steps)
+    inverse_rho_min, inverse_rho_max = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+    return (inverse_rho_max + ramp * (inverse_rho_min - inverse_rho_max)) ** rho
+
+
+def noise_levels(schedule: NoiseSchedule, steps: int, spacing: str = "leading") -> tuple[np.ndarray, np.ndarray]:
+    """The noise levels a sampler visits: timesteps (float) and their ᾱ, from noisiest to cleanest.
+
+    Args:
+        schedule: the model's `NoiseSchedule`.
+        steps: how many levels (network evaluations for first-order samplers).
+        spacing: one of `SPACINGS`; `"karras"` spaces σ = √((1-ᾱ)/ᾱ) as in
+            Karras et al. (2022) between the schedule's σ_0 and σ_{T-1}, which
+            gives fractional timesteps.
+
+    Returns:
+        (t, alpha_bar), float64 arrays of length `steps`.
+
+    Example:
+    >>> from keras_diffusion.schedules import LinearSchedule
+    >>> t, alpha_bar = noise_levels(LinearSchedule(1000), 4)
+    >>> t.tolist()
+    [750.0, 500.0, 250.0, 0.0]
+    """
+    if spacing == "karras":
+        _check_steps(steps, schedule.timesteps)
+        sigmas = karras_sigmas(schedule.sigmas[0], schedule.sigmas[-1], steps)
+        return schedule.timestep_from_sigma(sigmas), 1.0 / (1.0 + sigmas**2)
+    timesteps = timestep_sequence(schedule.timesteps, steps, spacing)
+    return timesteps.astype(np.float64), schedule.alpha_bar[timesteps]
+
+
+def _check_steps(steps, timesteps):
+    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or not 1 <= steps <= timesteps:
+        raise ValueError(
+            f"`steps` must be an integer between 1 and the model's timesteps ({timesteps}); received steps={steps!r}."
+        )
+
+
+# ----------------------------------------------------------------------------- guidance
+
+
 def classifier_free_guidance(eps_conditional, eps_unconditional, guidance_scale):
     """ε̂ = (1 + w) ε(x, c) − w ε(x, ∅) (Ho & Salimans 2022; the thesis' w).
 
     w = 0 gives the conditional model; larger w trades diversity for fidelity.
     """
     return (1.0 + guidance_scale) * eps_conditional - guidance_scale * eps_unconditional
+
+
+# ----------------------------------------------------------------------------- update rules
 
 
 def ddim_sigma(alpha_bar_t, alpha_bar_prev, eta):
@@ -69,27 +138,514 @@ def ddim_step(x_t, x0, eps, alpha_bar_t, alpha_bar_prev, noise, eta=0.0):
     return ops.sqrt(alpha_bar_prev) * x0 + direction * eps + sigma * noise
 
 
-def ddpm_step(x_t, x0, eps, alpha_bar_t, alpha_bar_prev, noise, eta=None):
+def ddpm_step(x_t, x0, eps, alpha_bar_t, alpha_bar_prev, noise, variance="small"):
     """Ancestral step: x_{t'} ~ q(x_{t'} | x_t, x̂_0) (DDPM eq. 6-7; the thesis' eq. 12-13).
 
     With β' = 1 - ᾱ_t/ᾱ_{t'} (β_t itself for consecutive steps, the respaced β
     of Nichol & Dhariwal otherwise) the mean is
-    √ᾱ_{t'} β'/(1-ᾱ_t) x̂_0 + √(1-β') (1-ᾱ_{t'})/(1-ᾱ_t) x_t and the variance
-    β̃ = β' (1-ᾱ_{t'})/(1-ᾱ_t). `eps` and `eta` are unused (uniform signature).
+    √ᾱ_{t'} β'/(1-ᾱ_t) x̂_0 + √(1-β') (1-ᾱ_{t'})/(1-ᾱ_t) x_t and the variance is
+    β̃ = β' (1-ᾱ_{t'})/(1-ᾱ_t) (`variance="small"`) or β' (`"large"`, DDPM's
+    other choice). The last step (ᾱ_{t'} = 1) adds no noise. `eps` is unused.
     """
     beta = 1.0 - alpha_bar_t / alpha_bar_prev
     mean = (ops.sqrt(alpha_bar_prev) * beta * x0 + ops.sqrt(1.0 - beta) * (1.0 - alpha_bar_prev) * x_t) / (
         1.0 - alpha_bar_t
     )
-    variance = beta * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t)
-    return mean + ops.sqrt(variance) * noise
+    if variance == "small":
+        step_variance = beta * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t)
+    else:
+        step_variance = ops.where(alpha_bar_prev < 1.0, beta, 0.0)
+    return mean + ops.sqrt(step_variance) * noise
 
 
-SAMPLERS = {"ddpm": ddpm_step, "ddim": ddim_step}
+def euler_step(x_t, eps, alpha_bar_t, alpha_bar_next):
+    """One Euler step of the probability-flow ODE dx̃/dσ = ε̂ in x̃ = x/√ᾱ (Karras et al. 2022, Alg. 1).
+
+    x̃_{t'} = x̃_t + (σ_{t'} − σ_t) ε̂, σ = √((1-ᾱ)/ᾱ); returned in the model's scaling √ᾱ_{t'} x̃_{t'}.
+    (With ε-prediction this is algebraically DDIM with η = 0 at the same levels.)
+    """
+    sigma, sigma_next = _sigma(alpha_bar_t), _sigma(alpha_bar_next)
+    return ops.sqrt(alpha_bar_next) * (x_t / ops.sqrt(alpha_bar_t) + (sigma_next - sigma) * eps)
 
 
-def get(name: str):
-    """The step function of a sampler by name (`"ddpm"` or `"ddim"`)."""
-    if name not in SAMPLERS:
-        raise ValueError(f"Unknown sampler {name!r}; use one of {sorted(SAMPLERS)}.")
-    return SAMPLERS[name]
+def heun_step(x_t, eps, eps_euler, alpha_bar_t, alpha_bar_next):
+    """Heun's correction (Karras et al. 2022, Alg. 1 lines 9-11): the trapezoid of ε̂ at both ends.
+
+    `eps_euler` is ε̂ evaluated at the Euler prediction `euler_step(...)`;
+    x̃_{t'} = x̃_t + (σ_{t'} − σ_t) (ε̂ + ε̂')/2.
+    """
+    return euler_step(x_t, 0.5 * (eps + eps_euler), alpha_bar_t, alpha_bar_next)
+
+
+def dpmpp_2m_step(x_t, x0, x0_previous, alpha_bar_t, alpha_bar_next, ratio, second_order):
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) in the model's scaling.
+
+    With α = √ᾱ, σ = √(1-ᾱ), λ = log(α/σ) and h = λ_{t'} − λ_t:
+    x_{t'} = (σ_{t'}/σ_t) x_t − α_{t'} (e^{−h} − 1) D, where D = x̂_0 (first
+    order) or D = (1 + 1/(2r)) x̂_0 − 1/(2r) x̂_0^{prev} with r = h_prev/h
+    (second order, from the previous step's x̂_0). `second_order` is 0 or 1.
+    """
+    alpha_t, sigma_t = ops.sqrt(alpha_bar_t), ops.sqrt(1.0 - alpha_bar_t)
+    alpha_next, sigma_next = ops.sqrt(alpha_bar_next), ops.sqrt(1.0 - alpha_bar_next)
+    exp_minus_h = (sigma_next * alpha_t) / (alpha_next * sigma_t)  # finite (0) at the data, where h = ∞
+    correction = second_order * (x0 - x0_previous) / (2.0 * ratio)
+    return (sigma_next / sigma_t) * x_t - alpha_next * (exp_minus_h - 1.0) * (x0 + correction)
+
+
+def euler_maruyama_step(x_t, eps, alpha_bar_t, alpha_bar_next, noise):
+    """Reverse-time Euler–Maruyama for the VP-SDE dx = −½β(s)x ds + √β(s) dw (Song et al. 2021, eq. 6).
+
+    The reverse SDE is dx = [−½βx − β ∇log p_s(x)] ds + √β dw̄, with the score
+    ∇log p_t(x) = −ε̂/√(1-ᾱ_t). Over a step, ∫β ds = log(ᾱ_{t'}/ᾱ_t) =: Δ, so
+    x_{t'} = x_t + Δ (½ x_t + ∇log p) + √Δ z.
+    """
+    delta = ops.log(alpha_bar_next / alpha_bar_t)
+    score = -eps / ops.sqrt(1.0 - alpha_bar_t)
+    return x_t + delta * (0.5 * x_t + score) + ops.sqrt(delta) * noise
+
+
+def langevin_corrector_step(x_t, eps, alpha_bar_t, alpha, noise, snr):
+    """One Langevin MCMC step at a fixed noise level (Song et al. 2021, Alg. 5, VP form).
+
+    x ← x + δ ∇log p_t(x) + √(2δ) z, with δ = 2α (snr ‖z‖ / ‖∇log p_t‖)² per
+    sample, so the signal-to-noise ratio of the update is `snr`.
+    """
+    score = -eps / ops.sqrt(1.0 - alpha_bar_t)
+    axes = tuple(range(1, len(x_t.shape)))
+    noise_norm = ops.sqrt(ops.sum(ops.square(noise), axis=axes, keepdims=True))
+    score_norm = ops.sqrt(ops.sum(ops.square(score), axis=axes, keepdims=True))
+    step_size = 2.0 * alpha * ops.square(snr * noise_norm / ops.maximum(score_norm, 1e-12))
+    return x_t + step_size * score + ops.sqrt(2.0 * step_size) * noise
+
+
+def _sigma(alpha_bar):
+    return ops.sqrt((1.0 - alpha_bar) / alpha_bar)
+
+
+# ----------------------------------------------------------------------------- sampler objects
+
+Denoise = Callable  # denoise(x, t, alpha_bar) -> (x0_hat, eps_hat)
+
+
+class Sampler:
+    """Base class: drives an update rule over a sequence of noise levels.
+
+    The model calls, once per generated batch, `parameters(schedule, steps)`
+    for a float table with one row per step, `initial_state(x)`, and then
+    `step(denoise, x, state, row, noise)` for each row. `step` is compiled
+    (with the network) once per sampler configuration; everything that
+    changes from step to step must be in `row`. Subclasses implement `step`
+    and, when they need more than (t, ᾱ_t, ᾱ_next) per step, `parameters`.
+
+    Attributes:
+        name: short name used in messages.
+        noise_draws: standard-normal tensors of x's shape that a step needs
+            (stacked along a new first axis in `noise`).
+        gaussian_only: True when the rule assumes Gaussian noise (score-based samplers).
+
+    Args:
+        spacing: how the noise levels are spaced, one of `SPACINGS`.
+
+    Example:
+    >>> class Deterministic(Sampler):
+    ...     def step(self, denoise, x, state, row, noise):
+    ...         t, alpha_bar_t, alpha_bar_next = row[0], row[1], row[2]
+    ...         x0, eps = denoise(x, t, alpha_bar_t)
+    ...         return ddim_step(x, x0, eps, alpha_bar_t, alpha_bar_next, noise=0.0), state
+    >>> # model.generate(16, sampler=Deterministic(), steps=50)
+    """
+
+    name = "sampler"
+    noise_draws = 0
+    gaussian_only = False
+    evaluations_per_step = 1
+
+    def __init__(self, spacing: str = "leading"):
+        if spacing not in SPACINGS:
+            raise ValueError(f"Unknown timestep spacing {spacing!r}; use one of {SPACINGS}.")
+        self.spacing = spacing
+
+    def parameters(self, schedule: NoiseSchedule, steps: int) -> np.ndarray:
+        """One float row per step: (t, ᾱ_t, ᾱ_next), ᾱ_next = 1 after the last level.
+
+        Returns:
+            float64 array of shape (steps, 3) or wider in subclasses.
+        """
+        t, alpha_bar = noise_levels(schedule, steps, self.spacing)
+        return np.stack([t, alpha_bar, np.append(alpha_bar[1:], 1.0)], axis=1)
+
+    def initial_state(self, x) -> tuple:
+        """Tensors carried from step to step (none by default)."""
+        return ()
+
+    def step(self, denoise: Denoise, x, state: tuple, row, noise):
+        """Moves x one level down. Returns (x_next, state)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement step().")
+
+    def function_evaluations(self, steps: int) -> int:
+        """Network evaluations for `steps` levels (what a NFE axis counts)."""
+        return self.evaluations_per_step * steps
+
+    def run(self, step_function, x, schedule: NoiseSchedule, steps: int, draw_noise, callback=None):
+        """The sampling loop: one compiled `step_function(x, state, row, noise)` call per row.
+
+        Args:
+            step_function: `step` compiled with the network bound.
+            x: the starting noise, shape (B, ...).
+            schedule: the model's schedule.
+            steps: the number of levels.
+            draw_noise: `draw_noise(n)` returns n noise tensors of x's shape
+                stacked on a new first axis, or None for n = 0.
+            callback: optional `callback(index, x)` after each step.
+
+        Returns:
+            The final x (the model's data space).
+        """
+        state = self.initial_state(x)
+        for index, row in enumerate(self.parameters(schedule, steps).astype(np.float32)):
+            x, state = step_function(x, state, row, draw_noise(self.noise_draws))
+            if callback is not None:
+                callback(index, x)
+        return x
+
+    def get_config(self) -> dict:
+        return {"spacing": self.spacing}
+
+    def cache_key(self) -> tuple:
+        """Identifies the compiled step function: samplers with equal keys share one."""
+        return (type(self).__qualname__,) + tuple(sorted((k, repr(v)) for k, v in self.get_config().items()))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class DDPMSampler(Sampler):
+    """Ancestral sampling, `ddpm_step` (DDPM; respaced when steps < T).
+
+    Args:
+        variance: `"small"` (posterior β̃, the default) or `"large"` (β).
+        spacing: see `Sampler`.
+    """
+
+    name = "ddpm"
+    noise_draws = 1
+
+    def __init__(self, variance: str = "small", spacing: str = "leading"):
+        super().__init__(spacing)
+        if variance not in ("small", "large"):
+            raise ValueError(f"`variance` must be 'small' or 'large'; received {variance!r}.")
+        self.variance = variance
+
+    def step(self, denoise, x, state, row, noise):
+        t, alpha_bar_t, alpha_bar_next = row[0], row[1], row[2]
+        x0, eps = denoise(x, t, alpha_bar_t)
+        return ddpm_step(x, x0, eps, alpha_bar_t, alpha_bar_next, noise[0], self.variance), state
+
+    def get_config(self):
+        return {**super().get_config(), "variance": self.variance}
+
+
+class DDIMSampler(Sampler):
+    """DDIM, `ddim_step` with η (0: deterministic; 1: the DDPM posterior noise).
+
+    Args:
+        eta: η >= 0.
+        spacing: see `Sampler`.
+    """
+
+    name = "ddim"
+
+    def __init__(self, eta: float = 0.0, spacing: str = "leading"):
+        super().__init__(spacing)
+        if not np.isfinite(eta) or eta < 0:
+            raise ValueError(f"`eta` must be a finite number >= 0; received eta={eta!r}.")
+        self.eta = float(eta)
+        self.noise_draws = 1 if self.eta > 0 else 0
+
+    def step(self, denoise, x, state, row, noise):
+        t, alpha_bar_t, alpha_bar_next = row[0], row[1], row[2]
+        x0, eps = denoise(x, t, alpha_bar_t)
+        z = noise[0] if self.noise_draws else 0.0
+        return ddim_step(x, x0, eps, alpha_bar_t, alpha_bar_next, z, self.eta), state
+
+    def get_config(self):
+        return {**super().get_config(), "eta": self.eta}
+
+
+class EulerSampler(Sampler):
+    """Euler steps of the probability-flow ODE on Karras σ levels (`euler_step`).
+
+    Args:
+        spacing: default `"karras"`.
+    """
+
+    name = "euler"
+
+    def __init__(self, spacing: str = "karras"):
+        super().__init__(spacing)
+
+    def step(self, denoise, x, state, row, noise):
+        t, alpha_bar_t, alpha_bar_next = row[0], row[1], row[2]
+        _, eps = denoise(x, t, alpha_bar_t)
+        return euler_step(x, eps, alpha_bar_t, alpha_bar_next), state
+
+
+class HeunSampler(Sampler):
+    """Heun's second-order method on Karras σ levels (Karras et al. 2022, Alg. 1; `heun_step`).
+
+    Two network evaluations per step except the last (to the data), which is
+    an Euler step: 2·steps − 1 in all, as Karras et al. count them. (The
+    compiled step also makes the second call at the last step and discards
+    it, so the compute is 2·steps evaluations.)
+
+    Args:
+        spacing: default `"karras"`.
+    """
+
+    name = "heun"
+    evaluations_per_step = 2
+
+    def __init__(self, spacing: str = "karras"):
+        super().__init__(spacing)
+
+    def parameters(self, schedule, steps):
+        rows = super().parameters(schedule, steps)
+        t_next = np.append(rows[1:, 0], 0.0)  # unused at the last row, where the step is Euler
+        return np.concatenate([rows, t_next[:, None]], axis=1)
+
+    def step(self, denoise, x, state, row, noise):
+        t, alpha_bar_t, alpha_bar_next, t_next = row[0], row[1], row[2], row[3]
+        _, eps = denoise(x, t, alpha_bar_t)
+        x_euler = euler_step(x, eps, alpha_bar_t, alpha_bar_next)
+        # The last step (ᾱ_next = 1) stays Euler: evaluate the correction at a harmless
+        # level and discard it (an ops.where keeps one compiled function for all steps).
+        last = alpha_bar_next >= 1.0
+        safe_alpha_bar = ops.where(last, alpha_bar_t, alpha_bar_next)
+        _, eps_euler = denoise(ops.where(last, x, x_euler), ops.where(last, t, t_next), safe_alpha_bar)
+        return ops.where(last, x_euler, heun_step(x, eps, eps_euler, alpha_bar_t, alpha_bar_next)), state
+
+    def function_evaluations(self, steps):
+        return 2 * steps - 1
+
+
+class DPMSolverPlusPlus2MSampler(Sampler):
+    """DPM-Solver++(2M), `dpmpp_2m_step`: second order from the previous x̂_0, one evaluation per step.
+
+    The first step and the last (to the data) are first order, as in Lu et al. (2022).
+
+    Args:
+        spacing: default `"trailing"`; `"karras"` also works well.
+    """
+
+    name = "dpmpp_2m"
+
+    def __init__(self, spacing: str = "trailing"):
+        super().__init__(spacing)
+
+    def parameters(self, schedule, steps):
+        rows = super().parameters(schedule, steps)
+        alpha_bar, alpha_bar_next = rows[:, 1], rows[:, 2]
+        log_snr = 0.5 * np.log(alpha_bar / (1.0 - alpha_bar))  # λ at each visited level
+        with np.errstate(divide="ignore"):
+            log_snr_next = 0.5 * np.log(alpha_bar_next / (1.0 - alpha_bar_next))
+        h = log_snr_next - log_snr
+        ratio = np.ones(steps)
+        ratio[1:] = h[:-1] / h[1:]
+        second_order = np.ones(steps)
+        second_order[0] = 0.0
+        second_order[~np.isfinite(h)] = 0.0  # the last step, to the data
+        ratio[second_order == 0] = 1.0
+        return np.concatenate([rows, ratio[:, None], second_order[:, None]], axis=1)
+
+    def initial_state(self, x):
+        return (ops.zeros_like(x),)
+
+    def step(self, denoise, x, state, row, noise):
+        t, alpha_bar_t, alpha_bar_next, ratio, second_order = row[0], row[1], row[2], row[3], row[4]
+        x0, _ = denoise(x, t, alpha_bar_t)
+        x_next = dpmpp_2m_step(x, x0, state[0], alpha_bar_t, alpha_bar_next, ratio, second_order)
+        return x_next, (x0,)
+
+
+class ReverseSDESampler(Sampler):
+    """Euler–Maruyama on the reverse-time VP-SDE (`euler_maruyama_step`); the last step returns x̂_0.
+
+    Args:
+        spacing: see `Sampler`.
+    """
+
+    name = "sde"
+    noise_draws = 1
+    gaussian_only = True
+
+    def step(self, denoise, x, state, row, noise):
+        t, alpha_bar_t, alpha_bar_next = row[0], row[1], row[2]
+        x0, eps = denoise(x, t, alpha_bar_t)
+        # Song et al.'s "noise removal": the final step outputs the denoised mean.
+        return ops.where(alpha_bar_next >= 1.0, x0, euler_maruyama_step(x, eps, alpha_bar_t, alpha_bar_next, noise[0])), state
+
+
+class PredictorCorrectorSampler(Sampler):
+    """Predictor–corrector (Song et al. 2021, Alg. 1): Langevin corrector steps, then an SDE predictor step.
+
+    At each level: `corrector_steps` × `langevin_corrector_step` with the
+    given signal-to-noise ratio, then `euler_maruyama_step` (the last level
+    returns x̂_0).
+
+    Args:
+        snr: the corrector's signal-to-noise ratio r (Song et al. use 0.16 for
+            CIFAR-10 with VE and 0.01-0.1 for VP models).
+        corrector_steps: Langevin steps per level, >= 1.
+        spacing: see `Sampler`.
+    """
+
+    name = "pc"
+    gaussian_only = True
+
+    def __init__(self, snr: float = 0.05, corrector_steps: int = 1, spacing: str = "leading"):
+        super().__init__(spacing)
+        if not np.isfinite(snr) or snr <= 0:
+            raise ValueError(f"`snr` must be a positive number; received {snr!r}.")
+        if not isinstance(corrector_steps, (int, np.integer)) or corrector_steps < 1:
+            raise ValueError(f"`corrector_steps` must be an integer >= 1; received {corrector_steps!r}.")
+        self.snr = float(snr)
+        self.corrector_steps = int(corrector_steps)
+        self.noise_draws = 1 + self.corrector_steps
+        self.evaluations_per_step = 1 + self.corrector_steps
+
+    def parameters(self, schedule, steps):
+        rows = super().parameters(schedule, steps)
+        # α_t = 1 − β_t of the nearest trained timestep scales the Langevin step (Alg. 5).
+        alpha = schedule.alphas[np.clip(np.round(rows[:, 0]).astype(int), 0, schedule.timesteps - 1)]
+        return np.concatenate([rows, alpha[:, None]], axis=1)
+
+    def step(self, denoise, x, state, row, noise):
+        t, alpha_bar_t, alpha_bar_next, alpha = row[0], row[1], row[2], row[3]
+        for index in range(self.corrector_steps):
+            _, eps = denoise(x, t, alpha_bar_t)
+            x = langevin_corrector_step(x, eps, alpha_bar_t, alpha, noise[1 + index], self.snr)
+        x0, eps = denoise(x, t, alpha_bar_t)
+        return ops.where(alpha_bar_next >= 1.0, x0, euler_maruyama_step(x, eps, alpha_bar_t, alpha_bar_next, noise[0])), state
+
+    def get_config(self):
+        return {**super().get_config(), "snr": self.snr, "corrector_steps": self.corrector_steps}
+
+
+class ProbabilityFlowODESampler(Sampler):
+    """The probability-flow ODE solved by SciPy's adaptive `solve_ivp` (Song et al. 2021, eq. 13).
+
+    In x̃ = x/√ᾱ and σ = √((1-ᾱ)/ᾱ) the ODE is dx̃/dσ = ε̂(x, t(σ)) (the same
+    ODE `euler_step` and `heun_step` discretise); it is integrated from the
+    schedule's largest σ to its smallest with relative and absolute
+    tolerances, then x̂_0 is taken at the smallest level. `steps` is ignored:
+    the solver picks its own evaluations (see `last_function_evaluations`).
+    The network call is compiled; the solver loop runs in NumPy (float64).
+
+    Args:
+        rtol: relative tolerance of the solver.
+        atol: absolute tolerance of the solver.
+        method: a `scipy.integrate.solve_ivp` method ("RK45", "RK23", "DOP853").
+    """
+
+    name = "ode"
+
+    def __init__(self, rtol: float = 1e-4, atol: float = 1e-4, method: str = "RK45"):
+        super().__init__("leading")
+        if not (rtol > 0 and atol > 0):
+            raise ValueError(f"`rtol` and `atol` must be positive; received rtol={rtol}, atol={atol}.")
+        self.rtol, self.atol, self.method = float(rtol), float(atol), method
+        self.last_function_evaluations = None
+
+    def step(self, denoise, x, state, row, noise):
+        """Returns (x̂_0, ε̂) at the level of `row`: the ODE's right-hand side and the final denoised image."""
+        x0, eps = denoise(x, row[0], row[1])
+        return (x0, eps), state
+
+    def run(self, step_function, x, schedule: NoiseSchedule, steps: int, draw_noise, callback=None):
+        """Integrates the ODE with the compiled `step` as right-hand side; returns x̂_0 (NumPy).
+
+        `steps` and `draw_noise` are unused; `callback(index, x)` is called with the final x̂_0.
+        """
+        from scipy.integrate import solve_ivp
+
+        shape = tuple(x.shape)
+        sigmas = schedule.sigmas
+
+        def evaluate(sigma, x_tilde):
+            alpha_bar = 1.0 / (1.0 + sigma**2)
+            row = np.array([schedule.timestep_from_sigma(sigma), alpha_bar], np.float32)
+            x_model = (np.sqrt(alpha_bar) * x_tilde).reshape(shape).astype("float32")
+            (x0, eps), _ = step_function(x_model, (), row, None)
+            return ops.convert_to_numpy(x0), ops.convert_to_numpy(eps)
+
+        def right_hand_side(sigma, x_tilde):
+            _, eps = evaluate(sigma, x_tilde)
+            return np.asarray(eps, np.float64).reshape(-1)
+
+        x_tilde = np.asarray(x, np.float64).reshape(-1) / np.sqrt(1.0 / (1.0 + sigmas[-1] ** 2))
+        solution = solve_ivp(
+            right_hand_side, (sigmas[-1], sigmas[0]), x_tilde, method=self.method, rtol=self.rtol, atol=self.atol
+        )
+        if not solution.success:
+            raise RuntimeError(f"The probability-flow ODE solver failed: {solution.message}")
+        x0, _ = evaluate(sigmas[0], solution.y[:, -1])
+        self.last_function_evaluations = int(solution.nfev) + 1
+        if callback is not None:
+            callback(0, x0)
+        return x0
+
+    def function_evaluations(self, steps):
+        return self.last_function_evaluations
+
+    def get_config(self):
+        return {"rtol": self.rtol, "atol": self.atol, "method": self.method}
+
+
+SAMPLERS = {
+    "ddpm": DDPMSampler,
+    "ddim": DDIMSampler,
+    "euler": EulerSampler,
+    "heun": HeunSampler,
+    "dpmpp_2m": DPMSolverPlusPlus2MSampler,
+    "sde": ReverseSDESampler,
+    "pc": PredictorCorrectorSampler,
+    "ode": ProbabilityFlowODESampler,
+}
+
+
+def available() -> list[str]:
+    """The sampler names `get` and `DiffusionModel.generate` accept."""
+    return sorted(SAMPLERS)
+
+
+def get(identifier: "str | Sampler", **kwargs) -> Sampler:
+    """A sampler from its name (with constructor arguments) or a `Sampler` instance.
+
+    Args:
+        identifier: one of `available()` or a `Sampler`.
+        **kwargs: arguments of the sampler's constructor, e.g. `eta` for
+            "ddim", `spacing`, `snr` for "pc". Arguments the sampler does not
+            take raise a ValueError.
+
+    Returns:
+        A `Sampler`.
+
+    Example:
+    >>> get("ddim", eta=1.0)
+    DDIMSampler(spacing='leading', eta=1.0)
+    """
+    if isinstance(identifier, Sampler):
+        if kwargs:
+            raise ValueError(f"Sampler arguments {sorted(kwargs)} apply to sampler names; set them on {identifier!r}.")
+        return identifier
+    if not isinstance(identifier, str) or identifier not in SAMPLERS:
+        raise ValueError(f"Unknown sampler {identifier!r}; use one of {available()} or a Sampler instance.")
+    cls = SAMPLERS[identifier]
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise ValueError(
+            f"The {identifier!r} sampler does not take {unknown}; it takes {sorted(accepted) or 'no arguments'}."
+        )
+    return cls(**kwargs)

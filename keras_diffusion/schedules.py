@@ -91,6 +91,24 @@ class NoiseSchedule:
         sigma = ops.take(ops.convert_to_tensor(np.sqrt(1.0 - self.alpha_bar), dtype), t)
         return ops.reshape(signal, shape), ops.reshape(sigma, shape)
 
+    @property
+    def sigmas(self) -> np.ndarray:
+        """σ_t = √((1-ᾱ_t)/ᾱ_t), the noise level of x_t/√ᾱ_t (the variance-exploding view of Karras et al. 2022)."""
+        return np.sqrt((1.0 - self.alpha_bar) / self.alpha_bar)
+
+    def timestep_from_sigma(self, sigma) -> np.ndarray:
+        """The (fractional) timestep with noise level σ: log σ interpolated linearly between table entries.
+
+        The inverse of `sigma_from_timestep` on [σ_0, σ_{T-1}]; values outside are clamped.
+        Lets samplers visit noise levels between the trained timesteps (a
+        denoiser taking a float `t` is evaluated at fractional t).
+        """
+        return np.interp(np.log(np.asarray(sigma, np.float64)), np.log(self.sigmas), np.arange(self.timesteps, dtype=np.float64))
+
+    def sigma_from_timestep(self, t) -> np.ndarray:
+        """σ at a (fractional) timestep in [0, T-1], interpolating log σ linearly."""
+        return np.exp(np.interp(np.asarray(t, np.float64), np.arange(self.timesteps), np.log(self.sigmas)))
+
     def get_config(self) -> dict:
         return {"timesteps": self.timesteps}
 
