@@ -28,6 +28,10 @@ class FixedLogits(keras.layers.Layer):
         return ops.broadcast_to(self.logits[None], (ops.shape(features)[0],) + tuple(self.logits.shape))
 
 
+# The 2×2 models use one batch size everywhere (4!·4 = 96 pairs (σ, t)): JAX compiles per shape.
+BATCH = 96
+
+
 def numpy(x):
     return ops.convert_to_numpy(x)
 
@@ -103,17 +107,18 @@ def test_likelihood_weight_is_num_dims_over_the_number_of_scored_pixels():
 
 def test_training_mask_reveals_exactly_the_first_t_minus_1_pixels_of_the_order(tiny_fixed_logits_model):
     model, _ = tiny_fixed_logits_model
-    ranks, t = model.draw_orders_and_steps(4000)
-    ranks, t = numpy(ranks).reshape(4000, -1), numpy(t)
+    draws = [model.draw_orders_and_steps(BATCH) for _ in range(40)]  # 3840 draws, one compiled shape
+    ranks = np.concatenate([numpy(r).reshape(BATCH, -1) for r, _ in draws])
+    t = np.concatenate([numpy(t) for _, t in draws])
     mask = numpy(revealed_mask(ranks, t - 1))
-    np.testing.assert_array_equal(np.sort(ranks, axis=1), np.tile(np.arange(4), (4000, 1)))
+    np.testing.assert_array_equal(np.sort(ranks, axis=1), np.tile(np.arange(4), (len(t), 1)))
     np.testing.assert_array_equal(mask.sum(axis=1), t - 1)
     for row_ranks, row_mask in zip(ranks, mask):  # revealed = the earliest in σ
         assert set(row_ranks[row_mask]) == set(range(row_mask.sum()))
-    # t uniform on 1..D and σ uniform on all D! orders (loose bounds: 4000 draws).
-    assert set(t) == {1, 2, 3, 4} and np.all(np.abs(np.bincount(t)[1:] / 4000 - 0.25) < 0.04)
+    # t uniform on 1..D and σ uniform on all D! orders (loose bounds: 3840 draws).
+    assert set(t) == {1, 2, 3, 4} and np.all(np.abs(np.bincount(t)[1:] / len(t) - 0.25) < 0.04)
     order_counts = np.unique(ranks, axis=0, return_counts=True)[1]
-    assert len(order_counts) == 24 and order_counts.min() > 4000 / 24 * 0.6
+    assert len(order_counts) == 24 and order_counts.min() > len(t) / 24 * 0.6
 
 
 def test_estimator_averaged_over_all_orders_and_steps_is_the_exact_nll_of_fixed_logits(tiny_fixed_logits_model):
@@ -143,11 +148,11 @@ def test_estimator_expectation_equals_the_order_averaged_autoregressive_nll_of_a
 
 def test_compute_loss_is_the_estimator_in_bits_per_dimension_with_the_model_seed(tiny_fixed_logits_model):
     model, logits = tiny_fixed_logits_model
-    images = np.random.default_rng(1).integers(0, 3, (64, 2, 2, 1)) / 2.0
+    images = np.random.default_rng(1).integers(0, 3, (BATCH, 2, 2, 1)) / 2.0
     state = numpy(model.seed_generator.state).copy()
     loss = float(model.compute_loss(images, y_pred=model(images)))
     model.seed_generator.state.assign(state)
-    ranks, t = model.draw_orders_and_steps(64)
+    ranks, t = model.draw_orders_and_steps(BATCH)
     levels = numpy(quantize(images, 3))
     expected = numpy(likelihood_weight(t, 4) * model.conditional_nll(levels, ranks, t - 1, 4)).mean()
     np.testing.assert_allclose(loss, expected / (4 * math.log(2)), rtol=1e-5)
@@ -156,8 +161,8 @@ def test_compute_loss_is_the_estimator_in_bits_per_dimension_with_the_model_seed
 
 def test_exact_chain_nll_of_fixed_logits_matches_the_closed_form_for_any_order(tiny_fixed_logits_model):
     model, logits = tiny_fixed_logits_model
-    images = np.random.default_rng(2).integers(0, 3, (8, 2, 2, 1))
-    exact = -np.take_along_axis(log_softmax(logits)[None], images, axis=-1).sum() / 8
+    images = np.random.default_rng(2).integers(0, 3, (BATCH, 2, 2, 1))
+    exact = -np.take_along_axis(log_softmax(logits)[None], images, axis=-1).sum() / BATCH
     bits = model.evaluate_nll(images / 2.0, exact=True, seed=3)
     np.testing.assert_allclose(bits, exact / (4 * math.log(2)), rtol=1e-5)
 
@@ -165,7 +170,7 @@ def test_exact_chain_nll_of_fixed_logits_matches_the_closed_form_for_any_order(t
 def test_sampler_draws_each_pixel_from_the_tempered_network_distribution(tiny_fixed_logits_model):
     model, logits = tiny_fixed_logits_model
     for temperature in (1.0, 0.5):
-        images = model.generate(3000, seed=4, pixels_per_step=2, temperature=temperature)
+        images = model.generate(32 * BATCH, seed=4, pixels_per_step=2, temperature=temperature, batch_size=BATCH)
         levels = np.rint(images * 2).astype(int)
         frequencies = np.stack([(levels[..., 0] == k).mean(axis=0) for k in range(3)], axis=-1)
         probabilities = np.exp(log_softmax(logits / temperature))
@@ -255,8 +260,8 @@ def test_sampling_step_compiles_once_and_groups_of_pixels_take_fewer_network_cal
 
 
 def test_k_level_model_samples_on_its_levels(tiny_random_model):
-    images = tiny_random_model.generate(64, seed=0, pixels_per_step=3)
-    assert images.shape == (64, 2, 2, 1)
+    images = tiny_random_model.generate(BATCH, seed=0, pixels_per_step=3)
+    assert images.shape == (BATCH, 2, 2, 1)
     np.testing.assert_allclose(images, np.rint(images * 2) / 2, atol=1e-7)  # levels 0, 1/2, 1
     assert set(np.unique(np.rint(images * 2).astype(int))) == {0, 1, 2}
 

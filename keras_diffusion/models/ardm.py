@@ -253,7 +253,9 @@ class ARDM(keras.Model):
         super().__init__(**kwargs)
         image_shape = tuple(image_shape)
         if len(image_shape) != 3 or not all(_is_int(d) and d >= 1 for d in image_shape):
-            raise ValueError(f"`image_shape` must be (height, width, channels) of positive ints; received {image_shape}.")
+            raise ValueError(
+                f"`image_shape` must be (height, width, channels) of positive ints; received {image_shape}."
+            )
         if not _is_int(num_levels) or not 2 <= num_levels <= 256:
             raise ValueError(f"`num_levels` must be an integer in 2..256 (2 = binarised); received {num_levels!r}.")
         if input_encoding not in INPUT_ENCODINGS:
@@ -719,7 +721,9 @@ def _check_training_data(model, x):
     if hasattr(x, "element_spec"):  # tf.data.Dataset
         spec = x.element_spec
         if isinstance(spec, tuple):
-            raise ValueError("ARDM is unconditional; the dataset must yield images only (e.g. `ds.map(lambda x, y: x)`).")
+            raise ValueError(
+                "ARDM is unconditional; the dataset must yield images only (e.g. `ds.map(lambda x, y: x)`)."
+            )
         if len(spec.shape) == len(model.image_shape):
             raise ValueError("The tf.data.Dataset yields single images; batch it with `dataset.batch(batch_size)`.")
         if tuple(spec.shape[1:]) != model.image_shape:
