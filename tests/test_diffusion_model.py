@@ -109,12 +109,12 @@ def test_guidance_weight_zero_equals_the_conditional_prediction(tiny_conditional
     x = keras.ops.convert_to_tensor(rng.standard_normal((4, 8, 8, 1)).astype("float32"))
     labels = keras.ops.convert_to_tensor(np.array([0, 1, 2, 0], "int32"))
     weights = [v.value for v in model._ema_variables]
-    args = (x, np.float32(60), np.float32(model.schedule.alpha_bar[60]), np.float32(model.schedule.alpha_bar[40]))
-    noise = keras.ops.zeros_like(x)
+    row = np.array([60, model.schedule.alpha_bar[60], model.schedule.alpha_bar[40]], "float32")
 
     def step(guided, w):
-        fn = model._make_step_function("ddim", guided=guided, clip_denoised=False)
-        return keras.ops.convert_to_numpy(fn(weights, [], *args, noise, labels, np.float32(w), np.float32(0)))
+        fn = model._make_step_function(kd.samplers.DDIMSampler(), guided=guided, clip_denoised=False)
+        x_next, _ = fn(weights, [], x, (), row, None, labels, np.float32(w))
+        return keras.ops.convert_to_numpy(x_next)
 
     conditional = step(False, 0.0)
     np.testing.assert_allclose(step(True, 0.0), conditional, atol=1e-5)

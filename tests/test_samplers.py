@@ -63,7 +63,7 @@ def test_guidance_weight_zero_is_the_conditional_prediction_and_two_extrapolates
     np.testing.assert_allclose(to_numpy(samplers.classifier_free_guidance(cond, uncond, 2.0)), 3 * cond - 2 * uncond)
 
 
-@pytest.mark.parametrize("spacing", samplers.SPACINGS)
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
 @pytest.mark.parametrize("steps", [1, 7, 50, 1000])
 def test_timestep_sequences_are_distinct_decreasing_and_in_range(spacing, steps):
     sequence = samplers.timestep_sequence(1000, steps, spacing)
@@ -85,6 +85,8 @@ def test_steps_outside_one_to_timesteps_are_rejected(steps):
 def test_unknown_sampler_and_spacing_are_rejected():
     with pytest.raises(ValueError, match="Unknown sampler"):
         samplers.get("euler_a")
+    with pytest.raises(ValueError, match="does not take \\['eta'\\]"):
+        samplers.get("heun", eta=1.0)
     with pytest.raises(ValueError, match="spacing"):
         samplers.timestep_sequence(1000, 10, "random")
 
@@ -101,20 +103,116 @@ def test_each_prediction_target_converts_back_to_x0_and_epsilon(prediction):
     np.testing.assert_allclose(to_numpy(eps_hat), eps, rtol=1e-6, atol=1e-9)
 
 
+DETERMINISTIC_RULES = {
+    "ddim": lambda x_t, x0, eps, ab_t, ab_prev: samplers.ddim_step(x_t, x0, eps, ab_t, ab_prev, 0.0, 0.0),
+    "ddpm": lambda x_t, x0, eps, ab_t, ab_prev: samplers.ddpm_step(x_t, x0, eps, ab_t, ab_prev, 0.0),
+    "euler": lambda x_t, x0, eps, ab_t, ab_prev: samplers.euler_step(x_t, eps, ab_t, ab_prev),
+    "dpmpp_2m_first_order": lambda x_t, x0, eps, ab_t, ab_prev: samplers.dpmpp_2m_step(
+        x_t, x0, x0, ab_t, ab_prev, 1.0, 0.0
+    ),
+}
+
+
 @settings(max_examples=40, deadline=None)
-@given(
-    t=st.integers(1, 999),
-    gap=st.integers(1, 200),
-    eta=st.floats(0.0, 1.0),
-    sampler=st.sampled_from(sorted(samplers.SAMPLERS)),
-)
-def test_any_step_is_finite_and_shrinks_the_noise_level(t, gap, eta, sampler):
+@given(t=st.integers(1, 999), gap=st.integers(1, 200), rule=st.sampled_from(sorted(DETERMINISTIC_RULES)))
+def test_any_noise_free_step_is_finite_and_shrinks_the_noise_level(t, gap, rule):
     t_prev = max(t - gap, 0)
     ab_t, ab_prev = SCHEDULE.alpha_bar[t], SCHEDULE.alpha_bar[t_prev]
     eps = np.ones((2, 3), "float32")
     x0 = np.zeros((2, 3), "float32")
     x_t = np.sqrt(ab_t) * x0 + np.sqrt(1 - ab_t) * eps
-    out = to_numpy(samplers.get(sampler)(x_t, x0, eps, ab_t, ab_prev, np.zeros((2, 3)), eta))
+    out = to_numpy(DETERMINISTIC_RULES[rule](x_t, x0, eps, ab_t, ab_prev))
     assert out.shape == (2, 3) and np.all(np.isfinite(out))
     # With no injected noise the remaining noise is at most √(1-ᾱ_{t'}) < √(1-ᾱ_t).
     assert np.all(np.abs(out) <= np.sqrt(1 - ab_prev) + 1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(t=st.integers(1, 999), gap=st.integers(1, 300), seed=st.integers(0, 2**16))
+def test_euler_and_first_order_dpm_solver_equal_deterministic_ddim(t, gap, seed):
+    """Three derivations of the same first-order step: DDIM η=0, Euler in σ, DPM-Solver++(1) (Lu et al. 2022, §4)."""
+    rng = np.random.default_rng(seed)
+    x_t, x0 = rng.standard_normal((2, 5))
+    ab_t, ab_prev = SCHEDULE.alpha_bar[t], SCHEDULE.alpha_bar[max(t - gap, 0)]
+    eps = (x_t - np.sqrt(ab_t) * x0) / np.sqrt(1 - ab_t)
+    ddim = to_numpy(samplers.ddim_step(x_t, x0, eps, ab_t, ab_prev, 0.0, 0.0))
+    np.testing.assert_allclose(to_numpy(samplers.euler_step(x_t, eps, ab_t, ab_prev)), ddim, rtol=1e-6, atol=1e-6)
+    first_order = to_numpy(samplers.dpmpp_2m_step(x_t, x0, x0 * 0, ab_t, ab_prev, 1.0, 0.0))
+    np.testing.assert_allclose(first_order, ddim, rtol=1e-6, atol=1e-6)
+
+
+def dpm_solver_local_error(h, second_order):
+    """One step of DPM-Solver++ on x̂_0(λ) = a + bλ, whose ODE solution is x(λ) = α(λ)(a + bλ − b) + Cσ(λ)."""
+    a, b, constant = 0.3, -0.2, 0.7
+    lam = np.array([-1.0, -1.0 + h, -1.0 + 2 * h])
+    ab = 1 / (1 + np.exp(-2 * lam))  # λ = ½ log(ᾱ/(1-ᾱ))
+    exact = np.sqrt(ab) * (a + b * lam - b) + constant * np.sqrt(1 - ab)
+    step = samplers.dpmpp_2m_step(exact[1], a + b * lam[1], a + b * lam[0], ab[1], ab[2], 1.0, second_order)
+    return abs(float(to_numpy(step)) - exact[2])
+
+
+def test_dpm_solver_2m_has_third_order_local_error_and_first_order_has_second():
+    """Halving h divides the local error by ≈8 for 2M (second-order method) and ≈4 for the first-order step."""
+    assert dpm_solver_local_error(0.2, 1.0) / dpm_solver_local_error(0.1, 1.0) == pytest.approx(8, rel=0.15)
+    assert dpm_solver_local_error(0.2, 0.0) / dpm_solver_local_error(0.1, 0.0) == pytest.approx(4, rel=0.15)
+
+
+def test_langevin_corrector_has_the_requested_signal_to_noise_ratio():
+    rng = np.random.default_rng(6)
+    x, eps, noise = rng.standard_normal((3, 2, 50)).astype("float32")
+    ab, alpha, snr = np.float32(0.5), np.float32(0.99), 0.16
+    # Flipping ε flips the drift δ·score and keeps the noise term √(2δ)z (δ depends on |score| only).
+    plus = to_numpy(samplers.langevin_corrector_step(x, eps, ab, alpha, noise, snr)) - x
+    minus = to_numpy(samplers.langevin_corrector_step(x, -eps, ab, alpha, noise, snr)) - x
+    drift, diffusion = (plus - minus) / 2, (plus + minus) / 2
+    ratio = np.linalg.norm(drift, axis=1) / np.linalg.norm(diffusion, axis=1)
+    np.testing.assert_allclose(ratio, snr * np.sqrt(alpha), rtol=1e-4)
+
+
+def test_karras_levels_span_the_schedule_and_map_back_to_their_sigma():
+    t, alpha_bar = samplers.noise_levels(SCHEDULE, 12, "karras")
+    assert t[0] == pytest.approx(999) and t[-1] == pytest.approx(0, abs=1e-9)
+    assert np.all(np.diff(t) < 0)
+    sigma = np.sqrt((1 - alpha_bar) / alpha_bar)
+    np.testing.assert_allclose(SCHEDULE.sigma_from_timestep(t), sigma, rtol=1e-9)
+    # ρ = 7 spacing: equal steps in σ^{1/7}.
+    np.testing.assert_allclose(np.diff(sigma ** (1 / 7)), np.diff(sigma ** (1 / 7))[0], rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(samplers.SAMPLERS))
+def test_every_sampler_round_trips_through_its_config_and_counts_evaluations(name):
+    sampler = samplers.get(name)
+    rebuilt = type(sampler)(**sampler.get_config())
+    assert rebuilt.cache_key() == sampler.cache_key()
+    if name != "ode":
+        table = sampler.parameters(SCHEDULE, 10)
+        assert table.shape[0] == 10 and np.all(np.isfinite(table))
+        assert np.all(np.diff(table[:, 1]) > 0) and table[-1, 2] == 1.0  # ᾱ increases towards the data
+        assert sampler.function_evaluations(10) >= 10
+
+
+def test_ddpm_large_variance_adds_beta_and_no_noise_at_the_last_step():
+    ab_t, ab_prev = np.float32(SCHEDULE.alpha_bar[500]), np.float32(SCHEDULE.alpha_bar[499])
+    x_t, x0 = np.zeros(4, "float32"), np.zeros(4, "float32")
+    noise = np.ones(4, "float32")
+    large = to_numpy(samplers.ddpm_step(x_t, x0, None, ab_t, ab_prev, noise, "large"))
+    np.testing.assert_allclose(large, np.sqrt(SCHEDULE.betas[500]), rtol=1e-5)
+    last = to_numpy(samplers.ddpm_step(x_t, x0, None, np.float32(SCHEDULE.alpha_bar[0]), np.float32(1), noise, "large"))
+    np.testing.assert_allclose(last, 0.0, atol=1e-7)
+
+
+@pytest.mark.parametrize("prediction", predictions.PREDICTIONS)
+def test_min_snr_weight_turns_every_target_loss_into_the_clamped_x0_loss(prediction):
+    """weight · ‖target error‖² = min(SNR, γ) · ‖x̂_0 error‖² for each parametrisation (Hang et al. 2023)."""
+    rng = np.random.default_rng(7)
+    x0, eps, x0_hat = rng.standard_normal((3, 32))
+    for alpha_bar in (0.999, 0.5, 0.01):
+        signal, sigma = np.sqrt(alpha_bar), np.sqrt(1 - alpha_bar)
+        x_t = signal * x0 + sigma * eps
+        eps_hat = (x_t - signal * x0_hat) / sigma
+        target = predictions.training_target(prediction, x0, eps, signal, sigma)
+        output = predictions.training_target(prediction, x0_hat, eps_hat, signal, sigma)
+        snr = alpha_bar / (1 - alpha_bar)
+        weight = float(to_numpy(predictions.min_snr_weight(prediction, np.float64(snr), 5.0)))
+        weighted = weight * np.sum((target - output) ** 2)
+        assert weighted == pytest.approx(min(snr, 5.0) * np.sum((x0 - x0_hat) ** 2), rel=1e-5)
