@@ -44,7 +44,7 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     parser.add_argument("--guidance-scale", type=float, default=2.0, help="w of the final sample grid")
-    parser.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim", help="sampler of the final grid")
+    parser.add_argument("--sampler", choices=kd.samplers.available(), default="ddim", help="sampler of the final grid")
     parser.add_argument("--eta", type=float, default=1.0, help="DDIM's eta for the final grid (1: stochastic)")
     parser.add_argument("--steps", type=int, default=50, help="sampler steps of the sample grids")
     parser.add_argument("--data-dir", default=None, help="folder with mnist.npz (default $KERAS_DIFFUSION_DATA_DIR)")
