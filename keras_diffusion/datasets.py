@@ -126,6 +126,11 @@ def from_arrays(images, labels=None) -> tuple[np.ndarray, np.ndarray | None]:
                 "data by 255 (or pass it as uint8); map [-1, 1] data with (x + 1) / 2."
             )
         images = images.astype("float32")
+    elif np.issubdtype(images.dtype, np.integer) and images.min() >= 0 and images.max() <= 255:
+        raise ValueError(
+            f"`images` are {images.dtype} with values in [0, 255]: pass them as uint8 "
+            "(`images.astype('uint8')`) or as floats in [0, 1] (`images / 255`)."
+        )
     else:
         raise ValueError(f"`images` must be uint8 or float; received dtype {images.dtype}.")
     if labels is None:

@@ -33,7 +33,7 @@ def make_image_grid(images: Any, columns: int, padding: int = 2, pad_value: floa
     tiles = as_uint8_images(images).astype(np.float32) / 255.0
     count, height, width, channels = tiles.shape
     if columns < 1 or count % columns:
-        raise ValueError(f"{count} images do not fill rows of {columns} columns.")
+        raise ValueError(f"{count} images do not fill rows of {columns} columns; pass a multiple of {columns} images.")
     rows = count // columns
     grid = np.full(
         (rows * (height + padding) + padding, columns * (width + padding) + padding, channels),
