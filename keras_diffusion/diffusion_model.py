@@ -9,7 +9,7 @@ from keras import ops
 
 from keras_diffusion import noise as noise_distributions
 from keras_diffusion import predictions, samplers, schedules
-from keras_diffusion.backend import compile_function
+from keras_diffusion.backend import compile_function, draw_for_global_batch, mean_over_global_batch
 
 
 @keras.saving.register_keras_serializable(package="keras_diffusion")
@@ -175,14 +175,17 @@ class DiffusionModel(keras.Model):
         x0 = y_pred
         batch_size = ops.shape(x0)[0]
         labels = self._training_labels(y)
-        t = keras.random.randint((batch_size,), 0, self.timesteps, seed=self.seed_generator)
-        noise = self.noise.sample(ops.shape(x0), self.seed_generator, dtype=x0.dtype)
+        # Drawn for the global batch, so data-parallel replicas see what one device would.
+        t = draw_for_global_batch(lambda n: keras.random.randint((n,), 0, self.timesteps, seed=self.seed_generator), batch_size)
+        noise = draw_for_global_batch(
+            lambda n: self.noise.sample((n,) + tuple(ops.shape(x0)[1:]), self.seed_generator, dtype=x0.dtype), batch_size
+        )
         signal, sigma = self.schedule.signal_and_noise_scales(t, len(x0.shape), x0.dtype)
         inputs = [signal * x0 + sigma * noise, ops.cast(t, "float32")]
         if labels is not None:
             if training and self.class_dropout > 0:
-                dropped = keras.random.uniform((batch_size,), seed=self.seed_generator) < self.class_dropout
-                labels = ops.where(dropped, self.null_class, labels)
+                uniform = draw_for_global_batch(lambda n: keras.random.uniform((n,), seed=self.seed_generator), batch_size)
+                labels = ops.where(uniform < self.class_dropout, self.null_class, labels)
             inputs.append(labels)
         if training:
             self._update_ema()
@@ -196,7 +199,7 @@ class DiffusionModel(keras.Model):
             per_image = per_image * predictions.min_snr_weight(self.prediction, alpha_bar / (1.0 - alpha_bar), self.min_snr_gamma)
         if sample_weight is not None:
             per_image = per_image * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
-        return ops.mean(per_image)
+        return mean_over_global_batch(per_image)
 
     def _training_labels(self, y):
         self._check_labels_present(y is not None)
