@@ -96,6 +96,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self._batches_to_skip = 0
         self._original_train_function = None
         self._save_at_epoch_end = False
+        self._set_initial_epoch = False
         self.last_saved = None
 
     # ------------------------------------------------------------ public API
@@ -188,6 +189,11 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
+        if self._set_initial_epoch:
+            # fit has read it by now; Keras never resets it, and a later fit (even one that
+            # fails before on_train_end) must start at the epoch it asks for.
+            self._model._initial_epoch = None
+            self._set_initial_epoch = False
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self._batches_to_skip > 0:  # a batch trained before the checkpoint: skipped, not counted
@@ -208,7 +214,9 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._stop_skipping()
-        self.model._initial_epoch = None  # Keras never resets it; a later fit must start where asked
+        if self._set_initial_epoch:  # no epoch ran: the checkpoint was already at `epochs`
+            self._model._initial_epoch = None
+            self._set_initial_epoch = False
 
     # -------------------------------------------------------------- helpers
 
@@ -233,6 +241,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self._epoch = metadata["epoch"]
         self._global_step = metadata["global_step"]
         model._initial_epoch = metadata["epoch"]  # what BackupAndRestore sets: fit starts at this epoch
+        self._set_initial_epoch = True
         if metadata["batch"]:
             self._start_skipping(metadata["batch"])
 
