@@ -228,7 +228,9 @@ class ARDM(keras.Model):
         input_encoding: `"one_hot"`: the one-hot levels times the mask
             (C·num_levels channels) and the mask (C); `"scaled"`: the values
             mapped to [-1, 1] times the mask (C) and the mask (C).
-        filters, num_blocks, norm_groups: the default network's size.
+        filters: channels of the default network.
+        num_blocks: residual blocks of the default network.
+        norm_groups: GroupNormalization groups of the default network.
         seed: seed of the training orders and steps; None for a random one.
         **kwargs: `keras.Model` arguments such as `name`.
 
@@ -563,7 +565,8 @@ class ARDM(keras.Model):
         Args:
             batch_size: images sampled together.
             seed: a `SeedGenerator` or an int/None seed.
-            pixels_per_step, temperature: as in `generate`.
+            pixels_per_step: as in `generate`.
+            temperature: as in `generate`.
 
         Yields:
             `(levels, ranks, revealed)` with `revealed` a Python int, after
