@@ -138,7 +138,7 @@ class DiffusionModel(keras.Model):
             images = ops.cast(images, "float32") / 255.0
         return ops.cast(images, self.compute_dtype) * 2.0 - 1.0
 
-    def fit(self, x=None, y=None, *args, **kwargs):
+    def fit(self, x=None, y=None, *args, nan_guard: bool = True, **kwargs):
         """`keras.Model.fit`, after checking the data against the model.
 
         `x` is images (N, H, W, C) in [0, 1] or uint8, a `tf.data.Dataset`
@@ -148,8 +148,20 @@ class DiffusionModel(keras.Model):
         of arrays) raise a ValueError here, before anything is traced: on JAX
         an error inside the compiled step would leave the model's variables
         unusable.
+
+        A `keras_diffusion.callbacks.NaNGuard` is added unless the callbacks
+        already hold one (or `keras.callbacks.TerminateOnNaN`): a NaN or inf
+        loss stops training with a `NonFiniteLossError` naming the step and
+        the likely cause. `nan_guard=False` leaves it out (it reads the loss
+        after every batch, which costs JAX its asynchronous dispatch).
         """
         _check_training_data(self, x, y)
+        if nan_guard:
+            from keras_diffusion.callbacks.nan_guard import NaNGuard  # imports only keras and numpy
+
+            callbacks = list(kwargs.get("callbacks") or [])
+            if not any(isinstance(c, (NaNGuard, keras.callbacks.TerminateOnNaN)) for c in callbacks):
+                kwargs["callbacks"] = callbacks + [NaNGuard()]
         return super().fit(x, y, *args, **kwargs)
 
     def _check_image_shape(self, shape):
@@ -539,6 +551,11 @@ def _check_array_values(images):
     if images.dtype == np.uint8 or images.size == 0:
         return
     if not np.issubdtype(images.dtype, np.floating):
+        if np.issubdtype(images.dtype, np.integer) and images.min() >= 0 and images.max() <= 255:
+            raise ValueError(
+                f"Images are {images.dtype} with values in [0, 255]; pass them as uint8 "
+                "(`images.astype('uint8')`) or as floats in [0, 1] (`images / 255`)."
+            )
         raise ValueError(f"Images must be uint8 or float; received dtype {images.dtype}.")
     low, high = float(np.min(images)), float(np.max(images))
     if not (np.isfinite(low) and np.isfinite(high)):

@@ -46,6 +46,12 @@ class NoiseSchedule:
         self.betas = betas
         self.alphas = 1.0 - betas
         self.alpha_bar = np.cumprod(self.alphas)
+        if not self.alpha_bar[-1] >= np.finfo(np.float32).tiny:
+            raise ValueError(
+                f"{type(self).__name__} with {self.timesteps} steps drives ᾱ_T to {self.alpha_bar[-1]:.3g}, "
+                "below float32 range: x_T keeps no signal and σ_T is infinite. Use fewer timesteps or "
+                "smaller betas (DDPM: T=1000, β from 1e-4 to 0.02)."
+            )
         self.alpha_bar_prev = np.concatenate([[1.0], self.alpha_bar[:-1]])
         self.posterior_variance = betas * (1.0 - self.alpha_bar_prev) / (1.0 - self.alpha_bar)
         self.posterior_mean_coef1 = betas * np.sqrt(self.alpha_bar_prev) / (1.0 - self.alpha_bar)
