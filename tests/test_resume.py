@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_unet
+from reliability_training import small_denoiser
 
 import keras_diffusion as kd
 
@@ -24,7 +24,7 @@ class InterruptAfterEpoch(keras.callbacks.Callback):
 
 def new_model():
     keras.utils.set_random_seed(0)  # the same initial weights for every run
-    model = kd.DiffusionModel(tiny_unet(), timesteps=100, seed=21)
+    model = kd.DiffusionModel(small_denoiser(), timesteps=100, num_classes=3, seed=21)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     return model
 
