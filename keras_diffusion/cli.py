@@ -1,0 +1,775 @@
+"""The `keras-diffusion` command line: `train`, `sample` and `evaluate`.
+
+Installed as the console script `keras-diffusion` (also `python -m keras_diffusion`).
+Every command prints what it does, shows progress bars on long work, writes its
+files atomically and exits with 0 on success, 1 with a one-line message when an
+input is wrong (a missing file, labels out of range, ...) and 2 on a usage
+error (an unknown option or a malformed value). Set `KERAS_DIFFUSION_DEBUG=1`
+to see the full traceback instead of the one-line message.
+
+Nothing in the library imports this module; it only uses the public API.
+
+Example:
+    keras-diffusion train mnist --preset tiny --epochs 3 --out runs/mnist
+    keras-diffusion sample runs/mnist/model.keras --num 80 --labels 0,1,2,3,4,5,6,7,8,9 --guidance-scale 2
+    keras-diffusion evaluate --model runs/mnist/model.keras --dataset mnist --num 2048
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+
+import keras_diffusion as kd
+from keras_diffusion.metrics.atomic_files import save_npz_atomically, write_bytes_atomically
+from keras_diffusion.metrics.fid import MIN_RECOMMENDED_SAMPLES
+
+PROGRAM = "keras-diffusion"
+DEBUG_ENV = "KERAS_DIFFUSION_DEBUG"
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+BACKEND_NOTE = (
+    "The Keras backend is chosen before the program starts, with the environment variable\n"
+    "KERAS_BACKEND (tensorflow or jax): `KERAS_BACKEND=jax keras-diffusion train ...`.\n"
+    "A model saved on one backend loads, samples and is evaluated on the other."
+)
+
+# U-Net presets for `train`: keyword arguments of kd.models.UNet (image_shape and
+# num_classes come from the data). "mnist" and "cifar10" are UNet.mnist() and
+# UNet.cifar10(); "tiny" trains in minutes on a CPU.
+PRESETS = {
+    "tiny": dict(widths=(32, 64, 64), num_res_blocks=1, attention_resolutions="lowest", norm_groups=8, dropout=0.0),
+    "mnist": dict(widths=(32, 64, 128), num_res_blocks=2, attention_resolutions=(7,), norm_groups=8, dropout=0.1),
+    "cifar10": dict(
+        widths=(128, 256, 256, 256), num_res_blocks=2, attention_resolutions=(16,), norm_groups=32, dropout=0.1
+    ),
+}
+
+
+class CommandLineError(Exception):
+    """A problem with the user's input, reported as one line and exit status 1."""
+
+
+def available_samplers() -> list[str]:
+    """The sampler names `DiffusionModel.generate` accepts, read from `keras_diffusion.samplers`.
+
+    Returns:
+        Sorted names, e.g. `["ddim", "ddpm"]`.
+
+    Example:
+    >>> "ddim" in available_samplers()
+    True
+    """
+    available = getattr(kd.samplers, "available", None)
+    if callable(available):
+        return sorted(available())
+    return sorted(kd.samplers.SAMPLERS)
+
+
+# ----------------------------------------------------------------- argument types
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a number > 0, got 0")
+    return value
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,2, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    values = _int_list(text)
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
+    return tuple(values)
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    values = _int_list(text.replace("x", ","))
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected HEIGHT,WIDTH (or one side), got {text!r}")
+    return tuple(values)
+
+
+# ----------------------------------------------------------------------- parser
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults and keeps the hand-made line breaks of descriptions and epilogs."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `keras-diffusion` with its three sub-commands.
+
+    Returns:
+        An `argparse.ArgumentParser`.
+
+    Example:
+    >>> build_parser().parse_args(["sample", "model.keras", "--num", "4"]).num
+    4
+    """
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM,
+        description="Train diffusion models, sample images from them and measure FID/KID.",
+        epilog=BACKEND_NOTE + "\n\nRun `keras-diffusion COMMAND --help` for the options of a command.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {kd.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train_parser(commands)
+    _add_sample_parser(commands)
+    _add_evaluate_parser(commands)
+    return parser
+
+
+def _add_sampling_options(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--sampler", choices=available_samplers(), default="ddim", help=f"sampler of {what}")
+    parser.add_argument("--steps", type=_positive_int, default=50, help=f"network evaluations per image of {what}")
+    parser.add_argument(
+        "--eta", type=_non_negative_float, default=None,
+        help="DDIM's eta (0 deterministic, 1 DDPM-like noise); only for samplers that take it",
+    )  # fmt: skip
+    parser.add_argument(
+        "--guidance-scale", type=_non_negative_float, default=0.0,
+        help="classifier-free guidance weight w (conditional models; 0: no guidance)",
+    )  # fmt: skip
+
+
+def _add_train_parser(commands) -> None:
+    parser = commands.add_parser(
+        "train",
+        help="train a model on a dataset or an image folder",
+        description=(
+            "Train a DiffusionModel (U-Net denoiser, simplified epsilon loss, EMA of the weights).\n\n"
+            "Writes to --out:\n"
+            "  grids/epoch_NNNN.png        generated rows over real rows, every --grid-every epochs\n"
+            "  curves.png                  loss (and FID) per epoch, redrawn after every epoch\n"
+            "  checkpoints/epoch_NNNN.keras the model after every epoch (the last --keep-checkpoints kept)\n"
+            "  model.keras                 the final model (EMA weights, optimizer and seeds included)\n"
+            "  history.json                the logged values per epoch\n\n"
+            "A labelled dataset trains a class-conditional model (with class dropout for guidance)\n"
+            "unless --unconditional is given."
+        ),
+        epilog=BACKEND_NOTE,
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument(
+        "data", metavar="DATA",
+        help=f"a dataset name ({', '.join(kd.datasets.DATASETS)}) or an image folder "
+        "(one sub-folder per class, or images directly inside)",
+    )  # fmt: skip
+    parser.add_argument("--out", default="runs/train", help="output folder")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="U-Net size")
+    parser.add_argument(
+        "--widths", type=_widths, default=None, help="override the preset's channels per level, e.g. 32,64,128"
+    )
+    parser.add_argument("--epochs", type=_positive_int, default=10)
+    parser.add_argument("--batch-size", type=_positive_int, default=64)
+    parser.add_argument("--learning-rate", type=_positive_float, default=2e-4, help="Adam learning rate")
+    parser.add_argument("--timesteps", type=_positive_int, default=1000, help="T of the noise schedule")
+    parser.add_argument("--schedule", choices=["linear", "cosine"], default="linear")
+    parser.add_argument(
+        "--ema-decay", type=_non_negative_float, default=0.999, help="EMA decay of the sampling weights (0: no EMA)"
+    )
+    parser.add_argument(
+        "--class-dropout", type=_non_negative_float, default=0.1, help="probability of the null class in training"
+    )
+    parser.add_argument(
+        "--unconditional", action="store_true", help="ignore the labels and train an unconditional model"
+    )
+    parser.add_argument(
+        "--split", choices=list(kd.datasets.SPLITS), default="train", help="split of a named dataset to train on"
+    )
+    parser.add_argument(
+        "--limit", type=_non_negative_int, default=0, help="use only the first N training images (0: all)"
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help=f"folder with <name>.npz (default ${kd.datasets.DATA_DIR_ENV})"
+    )
+    parser.add_argument(
+        "--image-size", type=_image_size, default=None,
+        help="HEIGHT,WIDTH of folder images (default: the first image's)",
+    )
+    parser.add_argument("--grayscale", action="store_true", help="load folder images with one channel")
+    _add_sampling_options(parser, "the grids and the FID samples")
+    parser.add_argument(
+        "--grid-every", type=_positive_int, default=1, help="save a grid every N epochs (and after the last)"
+    )
+    parser.add_argument(
+        "--fid-every", type=_non_negative_int, default=0, help="log FID every N epochs (0: never; it is slow on a CPU)"
+    )
+    parser.add_argument("--fid-samples", type=_positive_int, default=2048, help="generated images per FID evaluation")
+    parser.add_argument(
+        "--fid-real", type=_positive_int, default=None, help="real images for FID (default: the whole test split)"
+    )
+    parser.add_argument("--keep-checkpoints", type=_positive_int, default=2, help="per-epoch checkpoints to keep")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=run_train)
+
+
+def _add_sample_parser(commands) -> None:
+    parser = commands.add_parser(
+        "sample",
+        help="generate images from a saved model (PNG grid and .npz)",
+        description=(
+            "Generate images from a saved .keras model and write them as a PNG grid and as an\n"
+            ".npz file (key `images`: float32 (N, H, W, C) in [0, 1]; `labels` for a conditional model).\n\n"
+            "--labels 3 gives every image class 3; --labels 0,1,2 with --num 24 gives 8 of each,\n"
+            "one class per grid row. Without --labels a conditional model draws classes uniformly."
+        ),
+        epilog=BACKEND_NOTE,
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("model", metavar="MODEL", help="a .keras file written by `train` or DiffusionModel.save")
+    parser.add_argument("--num", type=_positive_int, default=16, help="number of images")
+    _add_sampling_options(parser, "the images")
+    parser.add_argument("--labels", type=_int_list, default=None, help="class per image: one class, or a comma list")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=_positive_int, default=None, help="images per network call (default 256)")
+    parser.add_argument(
+        "--columns", type=_positive_int, default=None,
+        help="images per grid row (default: one row per label, else a square)",
+    )
+    parser.add_argument(
+        "--raw-weights", action="store_true", help="sample with the trained weights instead of their EMA"
+    )
+    parser.add_argument("--out", default="samples.png", help="the PNG grid")
+    parser.add_argument("--npz", default=None, help="the .npz of the images (default: --out with .npz)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run_sample)
+
+
+def _add_evaluate_parser(commands) -> None:
+    parser = commands.add_parser(
+        "evaluate",
+        help="FID (and KID) of a model or of images against a dataset split",
+        description=(
+            "FID (Heusel et al. 2017) with the reference 2015 Inception network, optionally KID, of\n"
+            "the images of a model (generated here) or of saved images, against a dataset split.\n"
+            "FID depends on N: the result always states both N; compare values at equal N only\n"
+            "(published FIDs use 50,000 generated images). Real-data statistics are cached in\n"
+            "~/.keras/keras_diffusion/fid_stats ($KERAS_HOME)."
+        ),
+        epilog=BACKEND_NOTE,
+        formatter_class=_HelpFormatter,
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", default=None, help="a .keras model to generate the images with")
+    source.add_argument(
+        "--images", default=None, help="an image folder, or an .npz/.npy of images (e.g. from `sample`)"
+    )
+    parser.add_argument(
+        "--dataset", default=None,
+        help=f"the real images: {', '.join(kd.datasets.DATASETS)} or an image folder "
+        "(default: the dataset of the model's image shape)",
+    )  # fmt: skip
+    parser.add_argument("--split", choices=list(kd.datasets.SPLITS), default="test", help="split of the real dataset")
+    parser.add_argument(
+        "--num", type=_positive_int, default=2048, help="generated images (with --images: at most this many)"
+    )
+    parser.add_argument("--num-real", type=_positive_int, default=None, help="real images (default: the whole split)")
+    parser.add_argument(
+        "--kid", action="store_true", help="also report KID (needs the real images' features, not cached)"
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help=f"folder with <name>.npz (default ${kd.datasets.DATA_DIR_ENV})"
+    )
+    _add_sampling_options(parser, "the generated images")
+    parser.add_argument(
+        "--labels", type=_int_list, default=None, help="classes of the generated images (default: uniform)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=_positive_int, default=50, help="images per Inception call")
+    parser.add_argument("--out", default=None, help="also write the results to this .json")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=run_evaluate)
+
+
+# ------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs `keras-diffusion` with `argv` (default `sys.argv[1:]`).
+
+    Args:
+        argv: the command-line arguments without the program name.
+
+    Returns:
+        The exit status: 0 success, 1 bad input (one line on stderr), 2 usage error.
+
+    Example:
+    >>> main(["--version"])  # doctest: +SKIP
+    keras-diffusion 0.1.0
+    0
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_request:  # --help / --version (0) and usage errors (2)
+        return exit_request.code if isinstance(exit_request.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.handler(args)
+    except (CommandLineError, ValueError, OSError) as error:
+        # The library's input checks raise ValueError with a message that names the fix.
+        if os.environ.get(DEBUG_ENV):
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"{PROGRAM} {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"{PROGRAM} {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+# ------------------------------------------------------------------------ train
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the whole model to `<directory>/epoch_NNNN.keras` after every epoch, atomically.
+
+    A plain `model.save` (weights, EMA, optimizer, seed states) of each
+    epoch; only the newest `keep` files are kept.
+
+    Args:
+        directory: folder of the checkpoints (created if missing).
+        keep: how many of the newest checkpoints to keep.
+
+    Returns:
+        A Keras callback.
+
+    Example:
+    >>> model.fit(images, labels, callbacks=[EpochCheckpoint("runs/checkpoints")])  # doctest: +SKIP
+    """
+
+    def __init__(self, directory: str, keep: int = 2) -> None:
+        super().__init__()
+        self.directory = os.fspath(directory)
+        self.keep = int(keep)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        save_model_atomically(self.model, os.path.join(self.directory, f"epoch_{epoch + 1:04d}.keras"))
+        names = os.listdir(self.directory)
+        saved = sorted(name for name in names if name.startswith("epoch_") and name.endswith(".keras"))
+        for name in saved[: -self.keep]:
+            os.remove(os.path.join(self.directory, name))
+
+
+def save_model_atomically(model: keras.Model, path: str) -> None:
+    """`model.save(path)` through a temporary file, so `path` is never half-written.
+
+    Args:
+        model: the model.
+        path: the destination `.keras` file.
+
+    Returns:
+        None.
+
+    Example:
+    >>> save_model_atomically(model, "runs/model.keras")  # doctest: +SKIP
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".keras")
+    os.close(descriptor)
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def _make_feature_extractor(batch_size: int):
+    """The FID Inception network (the tests substitute a cheap stand-in here)."""
+    return kd.metrics.default_feature_extractor(batch_size)
+
+
+def _load_images(source: str, split: str, data_dir: str | None, limit: int | None, image_size=None, grayscale=False):
+    """(images, labels, dataset_name): a named dataset's split, or an image folder (name None)."""
+    if source in kd.datasets.DATASETS:
+        images, labels = kd.datasets.load(source, split=split, data_dir=data_dir, limit=limit)
+        return images, labels, source
+    if not os.path.isdir(source):
+        raise CommandLineError(
+            f"{source!r} is neither a known dataset ({', '.join(kd.datasets.DATASETS)}) nor an image folder."
+        )
+    images, labels = kd.datasets.from_directory(source, image_size or _first_image_size(source), grayscale=grayscale)
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    return images, labels, None
+
+
+def _first_image_size(directory: str) -> tuple[int, int]:
+    from PIL import Image
+
+    for root, folders, files in os.walk(directory):
+        folders.sort()
+        for name in sorted(files):
+            if name.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".gif")):
+                with Image.open(os.path.join(root, name)) as image:
+                    return image.height, image.width
+    raise CommandLineError(f"No images (.png, .jpg, .jpeg, .bmp, .gif) found in {directory!r}.")
+
+
+def _build_unet(preset: str, widths, image_shape, num_classes):
+    config = dict(PRESETS[preset])
+    if widths is not None:
+        config["widths"] = tuple(widths)
+    # GroupNorm needs the group count to divide every width.
+    config["norm_groups"] = math.gcd(config["norm_groups"], *config["widths"])
+    if config["attention_resolutions"] == "lowest":
+        config["attention_resolutions"] = (image_shape[0] // 2 ** (len(config["widths"]) - 1),)
+    return kd.models.UNet(image_shape=image_shape, num_classes=num_classes, **config)
+
+
+def _sampling_kwargs(args) -> dict:
+    kwargs = dict(sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance_scale)
+    if args.eta is not None:
+        kwargs["eta"] = args.eta
+    return kwargs
+
+
+def run_train(args) -> int:
+    """`keras-diffusion train`: fit a model and write grids, curves, checkpoints and the model."""
+    if args.timesteps < args.steps:
+        raise CommandLineError(f"--steps ({args.steps}) cannot exceed --timesteps ({args.timesteps}).")
+    if args.ema_decay >= 1 or args.class_dropout >= 1:
+        raise CommandLineError("--ema-decay and --class-dropout must be below 1.")
+    images, labels, dataset = _load_images(
+        args.data, args.split, args.data_dir, args.limit or None, args.image_size, args.grayscale
+    )
+    num_classes = None
+    if labels is not None and not args.unconditional:
+        num_classes = kd.datasets.DATASETS[dataset][1] if dataset else int(labels.max()) + 1
+        if num_classes < 2:
+            num_classes = None  # a folder without class sub-folders
+    if num_classes is None:
+        labels = None
+    if args.guidance_scale and num_classes is None:
+        raise CommandLineError(
+            "--guidance-scale needs a class-conditional model; this data trains an unconditional one."
+        )
+    keras.utils.set_random_seed(args.seed)
+    unet = _build_unet(args.preset, args.widths, images.shape[1:], num_classes)
+    model = kd.DiffusionModel(
+        unet, schedule=args.schedule, timesteps=args.timesteps, ema_decay=args.ema_decay or None,
+        class_dropout=args.class_dropout, seed=args.seed,
+    )  # fmt: skip
+    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+
+    if dataset:
+        real_images, _, _ = _load_images(dataset, "test", args.data_dir, 32)
+    else:
+        real_images = images[:32]
+    columns = 8
+    grid_labels = None if num_classes is None else list(range(min(num_classes, 4)))
+    callbacks = []
+    if args.fid_every:
+        callbacks.append(
+            kd.callbacks.FIDCallback(
+                None if dataset else images, dataset=dataset, split="test", num_samples=args.fid_samples,
+                every_n_epochs=args.fid_every, num_real_samples=args.fid_real, seed=args.seed, verbose=1,
+                feature_extractor=_make_feature_extractor(50), **_fid_sampling_kwargs(args),
+            )  # fmt: skip
+        )
+    callbacks += [
+        kd.callbacks.ImageGridCallback(
+            os.path.join(args.out, "grids"), every_n_epochs=args.grid_every, columns=columns, labels=grid_labels,
+            real_images=real_images[: 4 * columns], seed=args.seed, **_sampling_kwargs(args),
+        ),  # fmt: skip
+        kd.callbacks.TrainingCurvesCallback(os.path.join(args.out, "curves.png")),
+        EpochCheckpoint(os.path.join(args.out, "checkpoints"), keep=args.keep_checkpoints),
+    ]
+    kind = f"class-conditional ({num_classes} classes)" if num_classes else "unconditional"
+    print(
+        f"Training a {kind} {unet.count_params():,}-parameter U-Net on {len(images):,} images of shape "
+        f"{images.shape[1:]} for {args.epochs} epochs, batch {args.batch_size}, on the "
+        f"{keras.backend.backend()} backend (set KERAS_BACKEND to change it)."
+    )
+    history = model.fit(
+        images, labels, batch_size=args.batch_size, epochs=args.epochs, shuffle=True, callbacks=callbacks,
+        verbose=0 if args.quiet else 1,
+    )  # fmt: skip
+    model_path = os.path.join(args.out, "model.keras")
+    save_model_atomically(model, model_path)
+    values = {name: [float(v) for v in series] for name, series in history.history.items()}
+    write_bytes_atomically(os.path.join(args.out, "history.json"), json.dumps(values, indent=1).encode())
+    print(f"Wrote {model_path}, grids/, checkpoints/, curves.png and history.json in {args.out}.")
+    return EXIT_OK
+
+
+def _fid_sampling_kwargs(args) -> dict:
+    # FIDCallback takes no eta; it samples with the sampler's default.
+    return dict(sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance_scale)
+
+
+# ----------------------------------------------------------------------- sample
+
+
+def load_diffusion_model(path: str) -> kd.DiffusionModel:
+    """Loads a `.keras` file and checks that it holds a `DiffusionModel`.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The model.
+
+    Example:
+    >>> model = load_diffusion_model("runs/mnist/model.keras")  # doctest: +SKIP
+    """
+    if not os.path.isfile(path):
+        raise CommandLineError(f"Model file {path!r} does not exist.")
+    if not path.endswith(".keras"):
+        raise CommandLineError(f"Model file {path!r} is not a .keras file (as written by `train` or model.save).")
+    try:
+        model = keras.models.load_model(path)
+    except Exception as error:  # noqa: BLE001 - a corrupt or foreign file: say so in one line
+        raise CommandLineError(f"Could not load {path!r}: {type(error).__name__}: {error}") from error
+    if not isinstance(model, kd.DiffusionModel):
+        raise CommandLineError(f"{path!r} holds a {type(model).__name__}, not a keras_diffusion DiffusionModel.")
+    return model
+
+
+def _expand_labels(model: kd.DiffusionModel, labels: list[int] | None, num: int) -> np.ndarray | None:
+    """One label per image: a single class for all, or each of k classes num/k times in a row."""
+    if labels is None:
+        return None
+    if model.num_classes is None:
+        raise CommandLineError("--labels were given but the model is unconditional; leave them out.")
+    bad = [label for label in labels if not 0 <= label <= model.num_classes]
+    if bad:
+        raise CommandLineError(
+            f"--labels must lie in 0..{model.num_classes - 1} for this {model.num_classes}-class model "
+            f"({model.num_classes} = no class); got {', '.join(map(str, bad))}."
+        )
+    if num % len(labels):
+        raise CommandLineError(f"--num ({num}) must be a multiple of the number of --labels ({len(labels)}).")
+    return np.repeat(np.asarray(labels, dtype="int32"), num // len(labels))
+
+
+def _check_guidance(model: kd.DiffusionModel, guidance_scale: float) -> None:
+    if guidance_scale and model.num_classes is None:
+        raise CommandLineError("--guidance-scale needs a class-conditional model; this one is unconditional.")
+
+
+def _check_steps(model: kd.DiffusionModel, steps: int) -> None:
+    if steps > model.timesteps:
+        raise CommandLineError(f"--steps ({steps}) cannot exceed the model's timesteps ({model.timesteps}).")
+
+
+def run_sample(args) -> int:
+    """`keras-diffusion sample`: a PNG grid and an .npz of generated images."""
+    if not args.out.lower().endswith(".png"):
+        raise CommandLineError(f"--out must name a .png file; got {args.out!r}.")
+    npz_path = args.npz or os.path.splitext(args.out)[0] + ".npz"
+    model = load_diffusion_model(args.model)
+    labels = _expand_labels(model, args.labels, args.num)
+    _check_guidance(model, args.guidance_scale)
+    _check_steps(model, args.steps)
+    print(f"Sampling {args.num} images with {args.sampler}, {args.steps} steps ({keras.backend.backend()} backend).")
+    images = model.generate(
+        args.num, labels=labels, seed=args.seed, batch_size=args.batch_size, use_ema=not args.raw_weights,
+        verbose=not args.quiet, **_sampling_kwargs(args),
+    )  # fmt: skip
+    columns = args.columns or (args.num // len(args.labels) if args.labels and len(args.labels) > 1 else None)
+    columns = columns or math.ceil(math.sqrt(args.num))
+    kd.callbacks.save_image_atomically(args.out, _grid_with_blanks(images, columns))
+    arrays = {
+        "images": images.astype("float32"),
+        "sampler": np.array(args.sampler),
+        "steps": np.array(args.steps),
+        "guidance_scale": np.array(args.guidance_scale, dtype="float32"),
+        "seed": np.array(args.seed),
+    }
+    if labels is not None:
+        arrays["labels"] = labels
+    save_npz_atomically(npz_path, arrays)
+    print(f"Wrote {args.out} ({columns} per row) and {npz_path}.")
+    return EXIT_OK
+
+
+def _grid_with_blanks(images: np.ndarray, columns: int) -> np.ndarray:
+    """`make_image_grid`, with white tiles completing the last row."""
+    missing = -len(images) % columns
+    if missing:
+        images = np.concatenate([images, np.ones((missing,) + images.shape[1:], images.dtype)])
+    return kd.callbacks.make_image_grid(images, columns)
+
+
+# --------------------------------------------------------------------- evaluate
+
+
+def _dataset_for_shape(image_shape: tuple[int, ...]) -> str:
+    for name, (shape, _) in kd.datasets.DATASETS.items():
+        if tuple(shape) == tuple(image_shape):
+            return name
+    raise CommandLineError(f"No known dataset has images of shape {image_shape}; name one with --dataset.")
+
+
+def _read_image_file_or_folder(path: str, image_shape, limit: int) -> np.ndarray:
+    if os.path.isdir(path):
+        if image_shape is None:
+            raise CommandLineError("--images as a folder needs --dataset to know the image size.")
+        images, _ = kd.datasets.from_directory(path, image_shape[:2], grayscale=image_shape[2] == 1)
+        return images[:limit]
+    if not os.path.isfile(path):
+        raise CommandLineError(f"Images {path!r} do not exist (give a folder, an .npz with `images` or an .npy).")
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as data:
+            if "images" not in data:
+                raise CommandLineError(f"{path!r} has no `images` array (it has {', '.join(data.files) or 'none'}).")
+            images = data["images"][:limit]
+    elif path.endswith(".npy"):
+        images = np.load(path, allow_pickle=False, mmap_mode="r")[:limit]
+    else:
+        raise CommandLineError(f"--images must be a folder, an .npz or an .npy; got {path!r}.")
+    kd.metrics.as_uint8_images(images)  # checks rank, channels and value range
+    return np.asarray(images)
+
+
+class _ProgressExtractor:
+    """Forwards to a feature extractor and shows a progress bar from its first call.
+
+    Keeps the extractor's `name` and `resize`, which key the FID statistics cache.
+    """
+
+    def __init__(self, extractor, total: int, label: str, quiet: bool) -> None:
+        self.extractor, self.total, self.label, self.quiet = extractor, total, label, quiet
+        self.name = getattr(extractor, "name", None) or type(extractor).__name__
+        self.resize = getattr(extractor, "resize", "none")
+        self.progress = None
+
+    def __call__(self, images):
+        if self.progress is None and not self.quiet:
+            print(f"Inception features of {self.total:,} {self.label} images:")
+            self.progress = keras.utils.Progbar(self.total)
+        features = self.extractor(images)
+        if self.progress is not None:
+            self.progress.add(len(images))
+        return features
+
+
+def run_evaluate(args) -> int:
+    """`keras-diffusion evaluate`: FID (and KID) against a dataset split, with N stated."""
+    model = load_diffusion_model(args.model) if args.model else None
+    dataset = args.dataset
+    if dataset is None:
+        if model is None:
+            raise CommandLineError("--images needs --dataset (the real images to compare with).")
+        dataset = _dataset_for_shape(model.image_shape)
+    if model is not None:
+        labels = _expand_labels(model, args.labels, args.num)
+        _check_guidance(model, args.guidance_scale)
+        _check_steps(model, args.steps)
+    elif args.labels is not None:
+        raise CommandLineError("--labels apply to --model only.")
+
+    real, _, dataset_name = _load_images(dataset, args.split, args.data_dir, args.num_real)
+    if model is not None:
+        if tuple(model.image_shape) != tuple(real.shape[1:]):
+            raise CommandLineError(f"The model makes {model.image_shape} images; {dataset} has {real.shape[1:]}.")
+        backend = keras.backend.backend()
+        print(f"Generating {args.num} images with {args.sampler}, {args.steps} steps ({backend} backend).")
+        generated = model.generate(
+            args.num, labels=labels, seed=args.seed, verbose=not args.quiet, **_sampling_kwargs(args)
+        )
+    else:
+        generated = _read_image_file_or_folder(args.images, real.shape[1:], args.num)
+        if tuple(generated.shape[1:]) != tuple(real.shape[1:]):
+            raise CommandLineError(f"The images have shape {generated.shape[1:]}; {dataset} has {real.shape[1:]}.")
+
+    extractor = _make_feature_extractor(args.batch_size)
+    real_name = dataset_name or os.path.abspath(dataset)
+    generated_features = kd.metrics.extract_features(
+        generated, _ProgressExtractor(extractor, len(generated), "generated", args.quiet), args.batch_size
+    )
+    generated_statistics = kd.metrics.FeatureStatistics.from_features(generated_features)
+    real_extractor = _ProgressExtractor(extractor, len(real), f"real ({real_name} {args.split})", args.quiet)
+    if args.kid:
+        real_features = kd.metrics.extract_features(real, real_extractor, args.batch_size)
+        real_statistics = kd.metrics.FeatureStatistics.from_features(real_features)
+    else:
+        # Cached on disk by dataset, split and N: later runs skip the real images.
+        fid = kd.metrics.FID(real_extractor, batch_size=args.batch_size)
+        real_statistics = fid.real_statistics(real, dataset_name=dataset_name, split=args.split)
+    value = kd.metrics.frechet_distance(
+        real_statistics.mean, real_statistics.covariance, generated_statistics.mean, generated_statistics.covariance
+    )
+    results = {
+        "fid": float(value),
+        "num_generated": int(len(generated)),
+        "num_real": int(real_statistics.num_samples),
+        "dataset": real_name,
+        "split": args.split,
+        "source": os.path.abspath(args.model or args.images),
+    }
+    if model is not None:
+        results.update(sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed)
+    summary = f"({results['num_generated']} generated vs {results['num_real']} real images, {real_name} {args.split})"
+    print(f"FID {value:.3f} {summary}")
+    if min(results["num_generated"], results["num_real"]) < MIN_RECOMMENDED_SAMPLES:
+        print(
+            f"Note: below {MIN_RECOMMENDED_SAMPLES} images FID is biased upwards; "
+            "compare only values computed at the same N."
+        )
+    if args.kid:
+        mean, std = kd.metrics.kernel_inception_distance(real_features, generated_features)
+        results.update(kid=mean, kid_std=std)
+        print(f"KID {mean:.5f} ± {std:.5f} {summary}")
+    if args.out:
+        write_bytes_atomically(args.out, (json.dumps(results, indent=1) + "\n").encode())
+        print(f"Wrote {args.out}.")
+    return EXIT_OK

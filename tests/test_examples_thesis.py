@@ -1,0 +1,119 @@
+"""The thesis' applications (examples/mnist_conditional.py, examples/cifar10_ddpm.py) end to end, tiny.
+
+Both run their `--quick` configuration with sizes cut further and with the
+raw pixels as FID features instead of Inception (tested elsewhere). CIFAR-10
+is not available offline here, so the CIFAR example reads tensorflow-datasets'
+mock data (random 32x32x3 images and labels, `tfds.testing.mock_data`) through
+the library's real loader; users get the real dataset from the same code.
+"""
+
+import importlib.util
+import json
+import pathlib
+import warnings
+
+import keras
+import matplotlib.image
+import numpy as np
+import pytest
+
+import keras_diffusion as kd
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pixel_features(images):
+    """A cheap stand-in for Inception: every 4th pixel as features (49 of a digit, 192 of a CIFAR image)."""
+    pixels = kd.metrics.as_uint8_images(images)[:, ::4, ::4]
+    return pixels.reshape(len(pixels), -1).astype("float32") / 255.0
+
+
+def test_mnist_conditional_quick_run_writes_grids_curves_the_guidance_sweep_and_the_model(mnist_subset, tmp_path):
+    example = load_example("mnist_conditional")
+    # 40 FID samples: the grid's batch shape, so both reuse one compiled sampling step.
+    argv = ["--quick", "--out", tmp_path, "--limit", 64, "--epochs", 1, "--widths", "8,16", "--steps", 2,
+            "--fid-samples", 40, "--fid-real", 16]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # FID from few samples warns
+        example.main([str(arg) for arg in argv], feature_extractor=pixel_features)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "curves.png", "grids", "guidance_sweep.png", "history.json", "model.keras",
+    ]  # fmt: skip
+    grid = matplotlib.image.imread(tmp_path / "grids" / "epoch_0001.png")
+    tile = 28 + 2
+    assert grid.shape[:2] == (2 * (4 * tile + 2) + 4, 10 * tile + 2)  # 4 rows of digits 0-9 over 4 real rows
+    sweep = matplotlib.image.imread(tmp_path / "guidance_sweep.png")
+    assert sweep.shape[1] > 2 * sweep.shape[0]  # three panels side by side
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history["loss"]) == 1 and history["fid"][0] >= 0
+    model = keras.models.load_model(tmp_path / "model.keras")
+    assert model.timesteps == 400 and model.num_classes == 10  # the thesis' T and the ten digits
+
+
+def test_mnist_grid_layout_has_one_digit_per_column():
+    example = load_example("mnist_conditional")
+    assert example.digit_columns(2).tolist() == list(range(10)) * 2
+    images = np.arange(40, dtype="float32").reshape(40, 1, 1, 1) / 40
+    labels = np.tile(np.arange(10), 4)
+    layout = example.real_digit_columns(images, labels, rows=2)
+    assert np.array_equal(labels[np.round(layout[:, 0, 0, 0] * 40).astype(int)], example.digit_columns(2))
+
+
+def test_mnist_full_settings_are_the_thesis_ones():
+    args = load_example("mnist_conditional").parse_args([])
+    assert (args.epochs, args.batch_size, args.learning_rate, args.timesteps) == (20, 256, 1e-4, 400)
+    assert args.guidance_weights == [0.0, 0.5, 2.0] and args.class_dropout == 0.1 and args.limit == 0
+
+
+@pytest.fixture(scope="module")
+def cifar_run(tmp_path_factory):
+    """The CIFAR example's quick run on tfds mock data; (module, output folder, trained model)."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    example = load_example("cifar10_ddpm")
+    out = tmp_path_factory.mktemp("cifar10_ddpm")
+    # 32 FID samples: the grid's batch shape, so both reuse one compiled sampling step.
+    argv = ["--quick", "--out", out, "--limit", 32, "--epochs", 1, "--steps", 2, "--sequence-steps", 6,
+            "--snapshots", 3, "--sequence-rows", 2, "--fid-samples", 32, "--fid-real", 16]  # fmt: skip
+    with tfds.testing.mock_data(num_examples=64), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = example.main([str(arg) for arg in argv], feature_extractor=pixel_features)
+    return example, out, model
+
+
+def test_cifar10_quick_run_writes_grids_curves_the_denoising_sequence_and_the_model(cifar_run):
+    _, out, _ = cifar_run
+    assert sorted(p.name for p in out.iterdir()) == [
+        "curves.png", "denoising_airplane.png", "grids", "history.json", "model.keras",
+    ]  # fmt: skip
+    tile = 32 + 2
+    grid = matplotlib.image.imread(out / "grids" / "epoch_0001.png")
+    assert grid.shape[:2] == (2 * (4 * tile + 2) + 4, 8 * tile + 2)
+    figure = matplotlib.image.imread(out / "denoising_airplane.png")
+    assert figure.shape[1] > figure.shape[0]  # 3 snapshots of 2 airplanes: wider than tall
+    assert json.loads((out / "history.json").read_text())["fid"][0] >= 0
+    loaded = keras.models.load_model(out / "model.keras")
+    assert loaded.image_shape == (32, 32, 3) and loaded.num_classes == 10 and loaded.timesteps == 1000
+
+
+def test_denoising_sequence_runs_from_the_noisiest_level_to_the_sample_generate_returns(cifar_run):
+    example, _, model = cifar_run
+    frames, names = example.denoising_sequence(model, 2, steps=6, snapshots=3, label=0, guidance_scale=0.0, seed=3)
+    assert frames.shape == (3, 2, 32, 32, 3) and names[0] == f"x_{kd.samplers.timestep_sequence(model.timesteps, 6)[0]}"
+    assert names[-1] == "x_0"
+    final = model.generate(2, sampler="ddpm", steps=6, labels=[0, 0], seed=3)
+    np.testing.assert_allclose(frames[-1], final, atol=1e-6)
+    # The first snapshot is still mostly noise: far from the sample, with a wider spread of values.
+    assert np.abs(frames[0] - frames[-1]).mean() > 0.05
+
+
+def test_cifar10_full_settings_are_the_thesis_ones():
+    args = load_example("cifar10_ddpm").parse_args([])
+    assert (args.epochs, args.batch_size, args.learning_rate, args.timesteps) == (100, 64, 2e-5, 1000)
+    assert args.preset == "thesis" and args.sequence_steps == 1000
