@@ -245,7 +245,7 @@ def test_sd_vae_without_network_says_what_to_download(monkeypatch, tmp_path):
         StableDiffusionVAE.from_pretrained(image_shape=(16, 16, 3), widths=(8, 16), num_res_blocks=1, norm_groups=4)
 
 
-def test_sd_vae_config_round_trips():
-    vae = small_sd_vae()
+def test_sd_vae_config_round_trips(sd_vae_and_file):
+    vae, _ = sd_vae_and_file
     restored = StableDiffusionVAE.from_config(vae.get_config())
     assert restored.get_config() == vae.get_config() and restored.latent_shape == vae.latent_shape

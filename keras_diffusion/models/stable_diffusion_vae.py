@@ -102,9 +102,9 @@ class StableDiffusionVAE(AutoencoderKL):
             OSError: when `weights` is None and the file cannot be downloaded
                 (offline): the message says what to download and where to pass it.
         """
-        vae = cls(image_shape=image_shape, **kwargs)
         if weights is None:
-            weights = _download_default_weights()
+            weights = _download_default_weights()  # before building: offline, fail fast
+        vae = cls(image_shape=image_shape, **kwargs)
         if os.fspath(weights).endswith(".h5"):
             vae.load_weights(weights)
         else:
