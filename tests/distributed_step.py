@@ -1,0 +1,128 @@
+"""Trains a tiny DiffusionModel on one device and data-parallel on 2 CPU devices; prints the differences.
+
+Run by tests/test_distributed.py in a fresh process, because the 2 CPU devices
+must be configured before TensorFlow or JAX starts:
+
+    KERAS_BACKEND=jax python tests/distributed_step.py
+    KERAS_BACKEND=tensorflow python tests/distributed_step.py
+
+The distribution is the backend's own: `keras.distribution.DataParallel` on
+JAX, `tf.distribute.MirroredStrategy` over 2 logical CPUs on TensorFlow. Both
+runs start from the same weights and seed and see the same global batches, so
+their losses, weights and EMA weights must agree. The last line of the output
+is a JSON object with the largest absolute differences.
+"""
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+DEVICES = 2
+if os.environ["KERAS_BACKEND"] == "jax":
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES}"
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
+import keras_diffusion as kd  # noqa: E402
+from keras_diffusion.callbacks.nan_guard import NaNGuard  # noqa: E402
+
+GLOBAL_BATCH = 8
+STEPS = int(os.environ.get("KD_TEST_STEPS", "2"))
+EXTRA = int(os.environ.get("KD_TEST_EXTRA", "0"))
+
+
+def split_cpu_devices():
+    """Makes the backend see DEVICES CPU devices (JAX: done by XLA_FLAGS above)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * DEVICES)
+
+
+def device_count():
+    """How many CPU devices the backend sees."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return len(tf.config.list_logical_devices("CPU"))
+    return len(keras.distribution.list_devices("cpu"))
+
+
+def data_parallel_scope():
+    """The backend's data-parallel distribution over all its CPU devices, as a context manager."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(DEVICES)]).scope()
+    distribution = keras.distribution.DataParallel(devices=keras.distribution.list_devices("cpu")[:DEVICES])
+    return distribution.scope()
+
+
+def build_model(initial_weights=None):
+    keras.utils.set_random_seed(0)
+    unet = kd.models.UNet(
+        image_shape=(8, 8, 1), widths=(8, 16), num_res_blocks=1, attention_resolutions=(4,),
+        num_classes=3, norm_groups=4,
+    )  # fmt: skip
+    model = kd.DiffusionModel(unet, timesteps=100, ema_decay=0.9, class_dropout=0.3, seed=3)
+    if initial_weights is not None:
+        model.set_weights(initial_weights)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    return model
+
+
+def train(scope, initial_weights, images, labels, callbacks=()):
+    with scope:
+        model = build_model(initial_weights)
+        history = model.fit(
+            images, labels, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0, callbacks=list(callbacks)
+        )
+        generated = model.generate(2, steps=3, seed=0)
+    weights = [keras.ops.convert_to_numpy(v) for v in model.denoiser.trainable_variables]
+    ema = [keras.ops.convert_to_numpy(v) for v in model._ema_variables]
+    return history.history["loss"][-1], weights, ema, generated
+
+
+def max_difference(first, second):
+    return max(float(np.max(np.abs(a - b))) for a, b in zip(first, second))
+
+
+def main():
+    split_cpu_devices()
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (GLOBAL_BATCH * STEPS + EXTRA, 8, 8, 1)).astype("float32")
+    labels = rng.integers(0, 3, GLOBAL_BATCH * STEPS + EXTRA).astype("int32")
+    initial_model = build_model()
+    initial_weights = initial_model.get_weights()
+    initial_trainable = [keras.ops.convert_to_numpy(v) for v in initial_model.denoiser.trainable_variables]
+
+    single = train(contextlib.nullcontext(), initial_weights, images, labels)
+    with tempfile.TemporaryDirectory() as directory:
+        grids = kd.callbacks.ImageGridCallback(directory, columns=2, steps=2)
+        parallel = train(data_parallel_scope(), initial_weights, images, labels, [grids, NaNGuard()])
+        grid_written = os.path.isfile(os.path.join(directory, "epoch_0001.png"))
+    report = {
+        "backend": keras.backend.backend(),
+        "devices": device_count(),
+        "loss_single": single[0],
+        "loss_parallel": parallel[0],
+        "loss": abs(single[0] - parallel[0]),
+        "weights": max_difference(single[1], parallel[1]),
+        "weights_moved": max_difference(single[1], initial_trainable),
+        "ema": max_difference(single[2], parallel[2]),
+        "generated": float(np.max(np.abs(single[3] - parallel[3]))),
+        "generated_finite": bool(np.all(np.isfinite(parallel[3]))),
+        "callback_grid_written": grid_written,
+    }
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
