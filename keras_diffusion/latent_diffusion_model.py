@@ -5,7 +5,7 @@ import numpy as np
 from keras import ops
 
 from keras_diffusion.backend import compile_function
-from keras_diffusion.diffusion_model import DiffusionModel
+from keras_diffusion.diffusion_model import DiffusionModel, _infer_image_shape
 
 #: Images encoded by `fit` to estimate the scale factor when none is given (LDM uses one batch).
 DEFAULT_ADAPT_SAMPLES = 1024
@@ -65,13 +65,14 @@ class LatentDiffusionModel(DiffusionModel):
         _check_autoencoder(autoencoder)
         if scale_factor is not None and not (np.isfinite(scale_factor) and scale_factor > 0):
             raise ValueError(f"`scale_factor` must be a positive number or None (estimate it); received {scale_factor!r}.")
-        super().__init__(denoiser, **kwargs)
         latent_shape = tuple(int(d) for d in autoencoder.latent_shape)
-        if self.sample_shape != latent_shape:
+        sample_shape = _infer_image_shape(denoiser, kwargs.get("image_shape"))
+        if sample_shape != latent_shape:  # checked before the base class builds the denoiser and its EMA
             raise ValueError(
-                f"The denoiser works on {self.sample_shape} but the autoencoder's latents are {latent_shape}; "
+                f"The denoiser works on {sample_shape} but the autoencoder's latents are {latent_shape}; "
                 f"build the denoiser with image_shape={latent_shape}."
             )
+        super().__init__(denoiser, **kwargs)
         self.autoencoder = autoencoder
         self.autoencoder.trainable = False
         self.image_shape = tuple(int(d) for d in autoencoder.image_shape)

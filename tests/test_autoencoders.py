@@ -231,11 +231,18 @@ def test_sd_vae_loads_ldm_layout_checkpoints_with_conv_attention(sd_vae_and_file
     np.testing.assert_array_equal(as_numpy(other.decode(latents)), as_numpy(vae.decode(latents)))
 
 
-def test_sd_vae_rejects_a_checkpoint_of_other_sizes(sd_vae_and_file):
-    _, path = sd_vae_and_file
-    wider = StableDiffusionVAE(image_shape=(16, 16, 3), widths=(8, 8), num_res_blocks=1, norm_groups=4)
-    with pytest.raises(ValueError, match="shape"):
-        wider.load_safetensors(path)
+def test_sd_vae_rejects_checkpoints_of_other_sizes_or_models_before_assigning(sd_vae_and_file):
+    vae, path = sd_vae_and_file
+    before = [as_numpy(v) for v in vae.weights]
+    state = read_safetensors(path)
+    state["decoder.conv_in.weight"] = np.zeros((16, 8, 3, 3), "float32")  # 8 latent channels, not 4
+    with pytest.raises(ValueError, match=r"shape \(16, 8, 3, 3\)"):
+        vae.load_state_dict(state)
+    state = read_safetensors(path)
+    del state["encoder.conv_out.bias"]
+    with pytest.raises(ValueError, match="not in the checkpoint"):
+        vae.load_state_dict(state)
+    assert all(np.array_equal(b, as_numpy(v)) for b, v in zip(before, vae.weights))
 
 
 def test_sd_vae_without_network_says_what_to_download(monkeypatch, tmp_path):
