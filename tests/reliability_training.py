@@ -69,7 +69,8 @@ def new_model():
 def all_weights(model):
     """Every variable of the model and its optimizer, by path."""
     variables = list(model.weights) + list(model.optimizer.variables)
-    arrays = {f"{i}:{v.path}": keras.ops.convert_to_numpy(v) for i, v in enumerate(variables)}
+    # By position and own name: paths carry uniquified model names ("diffusion_model_40") that differ between processes.
+    arrays = {f"{i}:{v.name}": keras.ops.convert_to_numpy(v) for i, v in enumerate(variables)}
     for i, generator in enumerate(model._all_seed_generators()):
         arrays[f"seed_state_{i}"] = keras.ops.convert_to_numpy(generator.state)
     return arrays
