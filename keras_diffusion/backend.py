@@ -92,7 +92,7 @@ def draw_for_global_batch(draw: Callable, local_batch_size):
 
     Example:
     >>> seed = keras.random.SeedGenerator(0)
-    >>> draw_for_global_batch(lambda n: keras.random.normal((n, 3), seed=seed), 2).shape
+    >>> tuple(draw_for_global_batch(lambda n: keras.random.normal((n, 3), seed=seed), 2).shape)
     (2, 3)
     """
     rows = _replica_rows(local_batch_size)
