@@ -67,10 +67,11 @@ def new_model():
 
 
 def all_weights(model):
-    """Every variable of the model and its optimizer, by path."""
+    """Every variable of the model and its optimizer, by position, and every seed generator's state."""
     variables = list(model.weights) + list(model.optimizer.variables)
-    # By position and own name: paths carry uniquified model names ("diffusion_model_40") that differ between processes.
-    arrays = {f"{i}:{v.name}": keras.ops.convert_to_numpy(v) for i, v in enumerate(variables)}
+    # By position: paths and optimizer-slot names carry uniquified layer names ("dense_746") that differ between
+    # processes; the order of model.weights and optimizer.variables is fixed by the model's structure.
+    arrays = {f"{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(variables)}
     for i, generator in enumerate(model._all_seed_generators()):
         arrays[f"seed_state_{i}"] = keras.ops.convert_to_numpy(generator.state)
     return arrays
