@@ -8,7 +8,7 @@ import numpy as np
 from keras import ops
 
 from keras_diffusion import noise as noise_distributions
-from keras_diffusion import predictions, samplers, schedules
+from keras_diffusion import predictions, samplers, schedules, seed_states
 from keras_diffusion.backend import compile_function, draw_for_global_batch, mean_over_global_batch
 
 
@@ -464,10 +464,7 @@ class DiffusionModel(keras.Model):
 
     def _all_seed_generators(self):
         """The model's training seed and those of its layers (e.g. dropout), in a fixed order."""
-        generators = []
-        for layer in self._flatten_layers(include_self=True):
-            generators.extend(layer._seed_generators)
-        return generators
+        return seed_states.all_seed_generators(self)
 
     def save_own_variables(self, store):
         """Saves the model's own variables (EMA, counters) and every seed generator's state.
@@ -476,20 +473,10 @@ class DiffusionModel(keras.Model):
         restored from a file (or by `keras.callbacks.BackupAndRestore`) would
         draw different noise than the run it continues.
         """
-        own_variables = self._trainable_variables + self._non_trainable_variables
-        for index, variable in enumerate(own_variables):
-            store[f"{index}"] = variable
-        for index, generator in enumerate(self._all_seed_generators()):
-            store[f"seed_state_{index}"] = generator.state
+        seed_states.save_own_variables_and_seed_states(self, store)
 
     def load_own_variables(self, store):
-        own_variables = self._trainable_variables + self._non_trainable_variables
-        for index, variable in enumerate(own_variables):
-            variable.assign(store[f"{index}"])
-        for index, generator in enumerate(self._all_seed_generators()):
-            key = f"seed_state_{index}"
-            if key in store:  # files written before seed states were saved lack them
-                generator.state.assign(store[key])
+        seed_states.load_own_variables_and_seed_states(self, store)
 
     def get_config(self):
         return {

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from keras_diffusion import seed_states
 from keras_diffusion.backend import compile_function
 from keras_diffusion.models.layers import ResidualBlock, SinusoidalEmbedding
 
@@ -640,27 +641,14 @@ class ARDM(keras.Model):
     # ------------------------------------------------------------ serialisation
 
     def _all_seed_generators(self):
-        generators = []
-        for layer in self._flatten_layers(include_self=True):
-            generators.extend(layer._seed_generators)
-        return generators
+        return seed_states.all_seed_generators(self)
 
     def save_own_variables(self, store):
         """Saves the model's own variables and every seed generator's state (Keras saves neither)."""
-        own_variables = self._trainable_variables + self._non_trainable_variables
-        for index, variable in enumerate(own_variables):
-            store[f"{index}"] = variable
-        for index, generator in enumerate(self._all_seed_generators()):
-            store[f"seed_state_{index}"] = generator.state
+        seed_states.save_own_variables_and_seed_states(self, store)
 
     def load_own_variables(self, store):
-        own_variables = self._trainable_variables + self._non_trainable_variables
-        for index, variable in enumerate(own_variables):
-            variable.assign(store[f"{index}"])
-        for index, generator in enumerate(self._all_seed_generators()):
-            key = f"seed_state_{index}"
-            if key in store:
-                generator.state.assign(store[key])
+        seed_states.load_own_variables_and_seed_states(self, store)
 
     def get_config(self):
         return {

@@ -1,0 +1,44 @@
+"""Saving the state of every `SeedGenerator` of a model with its own variables.
+
+Keras saves a model's variables but not the states of its seed generators
+(they live in `non_trainable_variables`, not in `weights`). Without them a
+model restored from a file, or by a resumed `fit`, draws different noise than
+the run it continues. Models that own random draws call these two functions
+from their `save_own_variables` / `load_own_variables`.
+"""
+
+import keras
+
+
+def all_seed_generators(model: keras.layers.Layer) -> list:
+    """The seed generators of `model` and of every layer inside it, in a fixed order.
+
+    Example:
+    >>> layer = keras.layers.Dropout(0.5, seed=0)
+    >>> len(all_seed_generators(layer))
+    1
+    """
+    generators = []
+    for layer in model._flatten_layers(include_self=True):
+        generators.extend(layer._seed_generators)
+    return generators
+
+
+def save_own_variables_and_seed_states(model: keras.layers.Layer, store) -> None:
+    """What `keras.layers.Layer.save_own_variables` stores, plus `seed_state_<i>` for every seed generator."""
+    own_variables = model._trainable_variables + model._non_trainable_variables
+    for index, variable in enumerate(own_variables):
+        store[f"{index}"] = variable
+    for index, generator in enumerate(all_seed_generators(model)):
+        store[f"seed_state_{index}"] = generator.state
+
+
+def load_own_variables_and_seed_states(model: keras.layers.Layer, store) -> None:
+    """The inverse of `save_own_variables_and_seed_states`; files without seed states load their variables only."""
+    own_variables = model._trainable_variables + model._non_trainable_variables
+    for index, variable in enumerate(own_variables):
+        variable.assign(store[f"{index}"])
+    for index, generator in enumerate(all_seed_generators(model)):
+        key = f"seed_state_{index}"
+        if key in store:  # files written before seed states were saved lack them
+            generator.state.assign(store[key])
