@@ -56,7 +56,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import keras_diffusion as kd
-from keras_diffusion.metrics.atomic_files import write_bytes_atomically
+from keras_diffusion.metrics.atomic_files import save_model_atomically, write_bytes_atomically
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 AIRPLANE = 0
@@ -151,12 +151,6 @@ def save_denoising_figure(path, frames, names, title):
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     write_bytes_atomically(path, buffer.getvalue())
-
-
-def save_model_atomically(model, path):
-    temporary = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
-    model.save(temporary)
-    os.replace(temporary, path)  # a crash mid-save never leaves a broken model.keras
 
 
 def main(argv=None, feature_extractor=None):

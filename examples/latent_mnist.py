@@ -40,7 +40,7 @@ import numpy as np
 import keras_diffusion as kd
 from keras_diffusion.callbacks.image_grid import make_image_grid
 from keras_diffusion.latent_diffusion_model import LatentDiffusionModel
-from keras_diffusion.metrics.atomic_files import write_bytes_atomically
+from keras_diffusion.metrics.atomic_files import save_model_atomically, write_bytes_atomically
 from keras_diffusion.models.autoencoder import AutoencoderKL
 
 
@@ -202,7 +202,7 @@ def main(argv=None):
     print(f"Autoencoder: reconstruction PSNR {psnr:.2f} dB on {min(1000, len(test_images))} test digits")
     decoded = keras.ops.convert_to_numpy(autoencoder.decode(autoencoder.encode(test_images[:16])))
     save_grid(np.concatenate([test_images[:16], decoded]), os.path.join(args.out, "reconstructions.png"))
-    autoencoder.save(os.path.join(args.out, "autoencoder.keras"))
+    save_model_atomically(autoencoder, os.path.join(args.out, "autoencoder.keras"))
 
     fid = None
     if args.fid_samples:
@@ -213,12 +213,12 @@ def main(argv=None):
     results["latent"] = train_diffusion(latent_model, images, args, "latent")
     results["latent"]["scale_factor"] = latent_model.scale_factor
     results["latent"].update(sample_and_score(latent_model, args, "latent", fid))
-    latent_model.save(os.path.join(args.out, "latent_model.keras"))
+    save_model_atomically(latent_model, os.path.join(args.out, "latent_model.keras"))
     if not args.skip_pixel:
         pixel_model = kd.DiffusionModel(pixel_unet, schedule="linear", timesteps=1000, seed=args.seed)
         results["pixel"] = train_diffusion(pixel_model, images, args, "pixel")
         results["pixel"].update(sample_and_score(pixel_model, args, "pixel", fid))
-        pixel_model.save(os.path.join(args.out, "pixel_model.keras"))
+        save_model_atomically(pixel_model, os.path.join(args.out, "pixel_model.keras"))
         results["interleaved"] = compare_throughput(latent_model, pixel_model, images, args)
     write_bytes_atomically(os.path.join(args.out, "results.json"), json.dumps(results, indent=2).encode())
     return results

@@ -52,7 +52,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import keras_diffusion as kd
-from keras_diffusion.metrics.atomic_files import write_bytes_atomically
+from keras_diffusion.metrics.atomic_files import save_model_atomically, write_bytes_atomically
 
 FULL = dict(
     epochs=20, batch_size=256, learning_rate=1e-4, timesteps=400, limit=0, widths=(32, 64, 128), num_res_blocks=2,
@@ -144,12 +144,6 @@ def save_guidance_sweep(path, model, weights, sampling, seed):
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     write_bytes_atomically(path, buffer.getvalue())
-
-
-def save_model_atomically(model, path):
-    temporary = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
-    model.save(temporary)
-    os.replace(temporary, path)  # a crash mid-save never leaves a broken model.keras
 
 
 def main(argv=None, feature_extractor=None):

@@ -85,9 +85,7 @@ def main(argv=None):
     grid_path = os.path.join(args.out, "samples.png")
     kd.callbacks.save_image_atomically(grid_path, kd.callbacks.make_image_grid(samples, columns=8))
     model_path = os.path.join(args.out, "model.keras")
-    temporary_path = os.path.join(args.out, ".model.tmp.keras")
-    model.save(temporary_path)
-    os.replace(temporary_path, model_path)  # a crash mid-save never leaves a broken model.keras
+    kd.metrics.atomic_files.save_model_atomically(model, model_path)  # never a half-written model.keras
     print(f"Wrote {grid_path} and {model_path}.")
 
 

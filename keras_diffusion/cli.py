@@ -20,14 +20,13 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 
 import keras
 import numpy as np
 
 import keras_diffusion as kd
-from keras_diffusion.metrics.atomic_files import save_npz_atomically, write_bytes_atomically
+from keras_diffusion.metrics.atomic_files import save_model_atomically, save_npz_atomically, write_bytes_atomically
 from keras_diffusion.metrics.fid import MIN_RECOMMENDED_SAMPLES
 
 PROGRAM = "keras-diffusion"
@@ -403,32 +402,6 @@ class EpochCheckpoint(keras.callbacks.Callback):
         saved = sorted(name for name in names if name.startswith("epoch_") and name.endswith(".keras"))
         for name in saved[: -self.keep]:
             os.remove(os.path.join(self.directory, name))
-
-
-def save_model_atomically(model: keras.Model, path: str) -> None:
-    """`model.save(path)` through a temporary file, so `path` is never half-written.
-
-    Args:
-        model: the model.
-        path: the destination `.keras` file.
-
-    Returns:
-        None.
-
-    Example:
-    >>> save_model_atomically(model, "runs/model.keras")  # doctest: +SKIP
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".keras")
-    os.close(descriptor)
-    try:
-        model.save(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def _make_feature_extractor(batch_size: int):

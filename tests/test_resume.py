@@ -3,9 +3,8 @@
 import keras
 import numpy as np
 import pytest
-from reliability_training import small_denoiser
+from reliability_training import new_model
 
-import keras_diffusion as kd
 
 
 class Interrupt(Exception):
@@ -20,13 +19,6 @@ class InterruptAfterEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch == self.epoch:
             raise Interrupt()
-
-
-def new_model():
-    keras.utils.set_random_seed(0)  # the same initial weights for every run
-    model = kd.DiffusionModel(small_denoiser(), timesteps=100, num_classes=3, seed=21)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    return model
 
 
 def test_a_run_resumed_after_an_interruption_ends_with_the_uninterrupted_weights(tmp_path):

@@ -65,3 +65,35 @@ def save_npz_atomically(path: str | os.PathLike, arrays: Mapping[str, np.ndarray
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     write_bytes_atomically(path, buffer.getvalue())
+
+
+def save_model_atomically(model, path: str | os.PathLike) -> None:
+    """`model.save(path)` through a temporary `.keras` file beside `path`, renamed over it when complete.
+
+    Args:
+        model: a Keras model.
+        path: the destination `.keras` file; its directory is created if missing.
+
+    Returns:
+        None.
+
+    Example:
+    >>> import keras
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.keras")
+    >>> save_model_atomically(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), path)
+    >>> os.path.exists(path)
+    True
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".keras")
+    os.close(descriptor)
+    try:
+        model.save(temporary)
+        os.chmod(temporary, 0o666 & ~_current_umask())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
