@@ -8,12 +8,14 @@ import numpy as np
 from keras import ops
 
 from keras_diffusion import noise as noise_distributions
-from keras_diffusion import predictions, samplers, schedules, seed_states
+from keras_diffusion import predictions, samplers, schedules
 from keras_diffusion.backend import compile_function, draw_for_global_batch, mean_over_global_batch
+from keras_diffusion.own_loss import OwnLossModel
+from keras_diffusion.seed_states import SavesSeedStates
 
 
 @keras.saving.register_keras_serializable(package="keras_diffusion")
-class DiffusionModel(keras.Model):
+class DiffusionModel(SavesSeedStates, OwnLossModel):
     """A denoising diffusion model (DDPM, Ho et al. 2020) around any denoiser network.
 
     Training (`fit`) minimises the simplified loss of DDPM eq. 14 (the
@@ -32,6 +34,11 @@ class DiffusionModel(keras.Model):
     `min(ema_decay, (1 + k) / (10 + k))` after k updates, so short runs are
     not dominated by the initial weights. It is folded in at the start of
     each training step, with the weights that the previous step produced.
+
+    `compile()` takes no `loss` (the loss is the model's own); its default
+    optimizer is Adam(2e-4), as in DDPM. Saved models keep the states of
+    their seed generators, so a restored model draws the noise that the run
+    it continues would have drawn.
 
     Args:
         denoiser: a Keras model/layer called as `denoiser([x_t, t])`, or
@@ -120,6 +127,9 @@ class DiffusionModel(keras.Model):
                 self._ema_variables.append(ema)
         self._step_functions = {}
         self.built = True
+
+    #: The learning rate of the default Adam optimizer of `compile()` (DDPM's).
+    default_learning_rate = 2e-4
 
     #: Whether `generate` clips x̂_0 to [-1, 1] when `clip_denoised=None` (pixels: yes; latents: no).
     default_clip_denoised = True
@@ -237,23 +247,6 @@ class DiffusionModel(keras.Model):
         for ema, variable in zip(self._ema_variables, self.denoiser.trainable_variables):
             ema.assign(ema + (1.0 - decay) * (ops.stop_gradient(ops.cast(variable, ema.dtype)) - ema))
         self._ema_step.assign_add(1)
-
-    def compile(self, optimizer=None, **kwargs):
-        """Like `keras.Model.compile`; the default optimizer is Adam(2e-4), as in DDPM.
-
-        The loss is the model's own (`compute_loss`); do not pass `loss`.
-        """
-        if kwargs.get("loss") is not None:
-            raise ValueError("DiffusionModel defines its own loss; call compile() without `loss`.")
-        if optimizer is None:
-            optimizer = keras.optimizers.Adam(2e-4)
-        super().compile(optimizer=optimizer, **kwargs)
-
-    def compile_from_config(self, config):
-        """Restores `compile()` (and the optimizer's variables) when a saved model is loaded."""
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.optimizer is not None:
-            self.optimizer.build(self.trainable_variables)
 
     # ---------------------------------------------------------------- sampling
 
@@ -461,22 +454,6 @@ class DiffusionModel(keras.Model):
         return inputs
 
     # ------------------------------------------------------------ serialisation
-
-    def _all_seed_generators(self):
-        """The model's training seed and those of its layers (e.g. dropout), in a fixed order."""
-        return seed_states.all_seed_generators(self)
-
-    def save_own_variables(self, store):
-        """Saves the model's own variables (EMA, counters) and every seed generator's state.
-
-        Keras does not save `SeedGenerator` states; without them a model
-        restored from a file (or by `keras.callbacks.BackupAndRestore`) would
-        draw different noise than the run it continues.
-        """
-        seed_states.save_own_variables_and_seed_states(self, store)
-
-    def load_own_variables(self, store):
-        seed_states.load_own_variables_and_seed_states(self, store)
 
     def get_config(self):
         return {

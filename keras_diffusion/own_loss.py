@@ -1,0 +1,59 @@
+"""`OwnLossModel`: the base of the models that define their own training loss.
+
+`DiffusionModel`, `ARDM`, `AutoencoderKL` and `DenoisingAutoencoder` compute
+their loss in `compute_loss` (the diffusion loss, eq. 28, the ELBO, eq. 4), so
+`compile()` takes no `loss` and has a default optimizer. Keras does not call
+an overridden `compile()` when it loads a saved model; `compile_from_config`
+here does, so a loaded model resumes training with its optimizer's state.
+"""
+
+import keras
+
+
+class OwnLossModel(keras.Model):
+    """A `keras.Model` whose loss is its own `compute_loss`: `compile()` without `loss`, Adam by default.
+
+    Subclasses set `default_learning_rate` (the learning rate of the default
+    Adam optimizer) and implement `compute_loss`.
+
+    Example:
+    >>> class Mean(OwnLossModel):
+    ...     def call(self, x):
+    ...         return x
+    ...     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    ...         return keras.ops.mean(y_pred)
+    >>> model = Mean()
+    >>> model.compile()
+    >>> type(model.optimizer).__name__
+    'Adam'
+    >>> model.compile(loss="mse")
+    Traceback (most recent call last):
+    ...
+    ValueError: Mean defines its own loss; call compile() without `loss`.
+    """
+
+    #: The learning rate of the Adam optimizer that `compile()` uses when given none.
+    default_learning_rate: float = 1e-3
+
+    def compile(self, optimizer=None, **kwargs):
+        """Like `keras.Model.compile`; the default optimizer is `Adam(default_learning_rate)`.
+
+        Args:
+            optimizer: a `keras.optimizers.Optimizer` or its name; None for Adam.
+            **kwargs: `keras.Model.compile` arguments other than `loss`
+                (`metrics`, `jit_compile`, `steps_per_execution`, ...).
+
+        Raises:
+            ValueError: if `loss` is given; the model defines its own.
+        """
+        if kwargs.get("loss") is not None:
+            raise ValueError(f"{type(self).__name__} defines its own loss; call compile() without `loss`.")
+        if optimizer is None:
+            optimizer = keras.optimizers.Adam(self.default_learning_rate)
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        """Restores `compile()` (and builds the optimizer, whose variables load next) when a saved model is loaded."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.optimizer is not None:
+            self.optimizer.build(self.trainable_variables)
