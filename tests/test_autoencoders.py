@@ -154,6 +154,59 @@ def test_bad_denoising_autoencoder_arguments_are_rejected():
         DenoisingAutoencoder(image_shape=(30, 30, 1), filters=(8, 16))
 
 
+# ------------------------------------------- compiling, and resuming from a saved file
+
+
+def tiny_kl_autoencoder():
+    return AutoencoderKL(image_shape=(8, 8, 1), downsampling_factor=2, latent_channels=2, widths=(4, 4),
+                         norm_groups=2, mid_attention=False, kl_weight=0.1, seed=6)  # fmt: skip
+
+
+def tiny_denoising_autoencoder():
+    return DenoisingAutoencoder(image_shape=(8, 8, 1), filters=(4, 4), code_channels=2, noise_level=0.5, seed=7)
+
+
+TINY_AUTOENCODERS = [tiny_kl_autoencoder, tiny_denoising_autoencoder]
+
+
+@pytest.mark.parametrize("build", TINY_AUTOENCODERS, ids=["kl", "denoising"])
+def test_compile_takes_no_loss_and_defaults_to_adam(build):
+    model = build()
+    with pytest.raises(ValueError, match=f"{type(model).__name__} defines its own loss"):
+        model.compile(loss="mse")
+    model.compile()
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    assert float(as_numpy(model.optimizer.learning_rate)) == pytest.approx(1e-3)
+
+
+def next_training_noise(model, images):
+    """The noise the model's next training step draws: the corruption (DAE) or the posterior sample's ε (KL)."""
+    if isinstance(model, DenoisingAutoencoder):
+        return as_numpy(model.corrupt(images, seed=model.seed_generator)) - images
+    return as_numpy(keras.random.normal((len(images),) + model.latent_shape, seed=model.seed_generator))
+
+
+@pytest.mark.parametrize("build", TINY_AUTOENCODERS, ids=["kl", "denoising"])
+def test_a_saved_and_loaded_autoencoder_continues_with_the_noise_of_the_uninterrupted_run(build, tmp_path):
+    images = np.random.default_rng(0).uniform(0, 1, (16, 8, 8, 1)).astype("float32")
+    model = build()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.fit(images, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    model.save(tmp_path / "model.keras")
+    restored = keras.models.load_model(tmp_path / "model.keras")
+    # Training moved the seed state away from the one a new model (or a load without seed states) starts from.
+    initial_state = as_numpy(build().seed_generator.state)
+    assert not np.array_equal(as_numpy(model.seed_generator.state), initial_state)
+    np.testing.assert_array_equal(as_numpy(restored.seed_generator.state), as_numpy(model.seed_generator.state))
+
+    uninterrupted = model.fit(images, batch_size=8, epochs=1, shuffle=False, verbose=0).history["loss"]
+    resumed = restored.fit(images, batch_size=8, epochs=1, shuffle=False, verbose=0).history["loss"]
+    assert resumed == pytest.approx(uninterrupted, rel=1e-6)
+    for resumed_weight, weight in zip(restored.trainable_variables, model.trainable_variables):
+        np.testing.assert_allclose(as_numpy(resumed_weight), as_numpy(weight), atol=1e-6)
+    np.testing.assert_array_equal(next_training_noise(restored, images[:4]), next_training_noise(model, images[:4]))
+
+
 # ----------------------------------------------------------- Stable Diffusion VAE
 
 

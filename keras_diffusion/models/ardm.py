@@ -16,9 +16,10 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from keras_diffusion import seed_states
-from keras_diffusion.backend import compile_function
+from keras_diffusion.backend import compile_function, draw_for_global_batch, mean_over_global_batch
 from keras_diffusion.models.layers import ResidualBlock, SinusoidalEmbedding
+from keras_diffusion.own_loss import OwnLossModel
+from keras_diffusion.seed_states import SavesSeedStates
 
 INPUT_ENCODINGS = ("one_hot", "scaled")
 
@@ -198,7 +199,7 @@ class ARDMNetwork(keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="keras_diffusion")
-class ARDM(keras.Model):
+class ARDM(SavesSeedStates, OwnLossModel):
     """An order-agnostic autoregressive diffusion model for discrete images (ARDM).
 
     Images are quantised to `num_levels` levels (2: binarised). The network
@@ -213,7 +214,8 @@ class ARDM(keras.Model):
     D / (D − t + 1). The reported loss is this estimate in bits per
     dimension (divided by D·ln 2), so `fit`'s loss and `evaluate_nll` read
     in the same unit. σ and t come from a `SeedGenerator` owned by the model,
-    so the step compiles once on every backend.
+    so the step compiles once on every backend; their state is saved with
+    the model. `compile()` takes no `loss`; its default optimizer is Adam(1e-3).
 
     Data: `fit` and `evaluate_nll` take images (N, H, W, C) as floats in
     [0, 1] or uint8 in [0, 255]; `generate` returns float32 in [0, 1] on the
@@ -368,12 +370,16 @@ class ARDM(keras.Model):
 
         Returns:
             `(ranks, t)`: int32 (B, H, W, C), each image a permutation of 0..D−1,
-            and int32 (B,) in 1..D.
+            and int32 (B,) in 1..D. In a replica of a `tf.distribute` step
+            they are this replica's rows of the draws for the global batch,
+            so every image gets the order and step that one device would give it.
         """
         seed = self.seed_generator if seed is None else seed
-        uniform = keras.random.uniform((batch_size, self.num_dims), seed=seed)
+        uniform = draw_for_global_batch(lambda n: keras.random.uniform((n, self.num_dims), seed=seed), batch_size)
         ranks = ops.reshape(random_ranks(uniform), (batch_size,) + self.image_shape)
-        t = keras.random.randint((batch_size,), 1, self.num_dims + 1, seed=seed, dtype="int32")
+        t = draw_for_global_batch(
+            lambda n: keras.random.randint((n,), 1, self.num_dims + 1, seed=seed, dtype="int32"), batch_size
+        )  # fmt: skip
         return ranks, t
 
     def _nll_estimate(self, call_network, levels, ranks, t):
@@ -410,7 +416,7 @@ class ARDM(keras.Model):
         per_image = self._nll_estimate(self.network, levels, ranks, t) / (self.num_dims * math.log(2.0))
         if sample_weight is not None:
             per_image = per_image * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
-        return ops.mean(per_image)
+        return mean_over_global_batch(per_image)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`, after checking the images (shape, dtype, range, NaN) before tracing."""
@@ -418,18 +424,6 @@ class ARDM(keras.Model):
             raise ValueError("ARDM is unconditional; call fit(images) without labels.")
         _check_training_data(self, x)
         return super().fit(x, None, *args, **kwargs)
-
-    def compile(self, optimizer=None, **kwargs):
-        """Like `keras.Model.compile`; the default optimizer is Adam(1e-3). Do not pass `loss`."""
-        if kwargs.get("loss") is not None:
-            raise ValueError("ARDM defines its own loss; call compile() without `loss`.")
-        super().compile(optimizer=optimizer or keras.optimizers.Adam(1e-3), **kwargs)
-
-    def compile_from_config(self, config):
-        """Restores `compile()` (and the optimizer's variables) when a saved model is loaded."""
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.optimizer is not None:
-            self.optimizer.build(self.trainable_variables)
 
     # ------------------------------------------------------------ likelihood
 
@@ -639,16 +633,6 @@ class ARDM(keras.Model):
         return self._compiled[key]
 
     # ------------------------------------------------------------ serialisation
-
-    def _all_seed_generators(self):
-        return seed_states.all_seed_generators(self)
-
-    def save_own_variables(self, store):
-        """Saves the model's own variables and every seed generator's state (Keras saves neither)."""
-        seed_states.save_own_variables_and_seed_states(self, store)
-
-    def load_own_variables(self, store):
-        seed_states.load_own_variables_and_seed_states(self, store)
 
     def get_config(self):
         return {

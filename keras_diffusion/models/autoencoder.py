@@ -1,20 +1,24 @@
 """`AutoencoderKL`: the KL-regularised convolutional autoencoder of latent diffusion (LDM)."""
 
 import math
+import threading
 from collections.abc import Sequence
 
 import keras
 import numpy as np
 from keras import layers, ops
 
+from keras_diffusion.backend import draw_for_global_batch, mean_over_global_batch
 from keras_diffusion.models.autoencoder_layers import ConvResidualBlock, Downsample, SpatialSelfAttention, Upsample
+from keras_diffusion.own_loss import OwnLossModel
+from keras_diffusion.seed_states import SavesSeedStates
 
 # LDM clamps the log-variance to keep exp() finite (ldm/modules/distributions).
 LOG_VARIANCE_RANGE = (-30.0, 20.0)
 
 
 @keras.saving.register_keras_serializable(package="keras_diffusion")
-class AutoencoderKL(keras.Model):
+class AutoencoderKL(SavesSeedStates, OwnLossModel):
     """A convolutional VAE: image → N(mean, exp(log_variance)) over a latent grid → image.
 
     The encoder maps an (H, W, C) image to a latent of shape
@@ -37,6 +41,11 @@ class AutoencoderKL(keras.Model):
     drifting. The L1 term is an optional, perceptual-free sharpening.
     Logged metrics: `reconstruction` (per-pixel mean squared error in
     [0, 1]) and `kl` (per-image KL, unweighted).
+
+    `compile()` takes no `loss`; its default optimizer is Adam(1e-3). The
+    posterior seed's state is saved with the model, so a restored model
+    continues with the noise of the run it resumes; under `tf.distribute`
+    each replica draws its rows of the global batch's noise.
 
     Data convention (as `DiffusionModel`): images in [0, 1] as floats, or
     uint8; `decode` returns float32 images in [0, 1].
@@ -98,6 +107,10 @@ class AutoencoderKL(keras.Model):
                                      self.mid_attention, epsilon=self._norm_epsilon)  # fmt: skip
         self.decoder = build_decoder(self.latent_shape, image_shape[-1], widths, self.num_res_blocks, self.norm_groups,
                                      self.mid_attention, epsilon=self._norm_epsilon)  # fmt: skip
+        # The KL of the last training call, read by compute_loss. Per thread rather than add_loss: Layer.losses
+        # is one list shared by the threads in which tf.distribute.MirroredStrategy traces its replicas, so
+        # each replica's loss would also sum the KL terms of the replicas traced before it.
+        self._training_kl = threading.local()
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
         self.built = True
@@ -178,19 +191,25 @@ class AutoencoderKL(keras.Model):
     def call(self, images, training=None):
         """Reconstructs images (a posterior sample in training, the mean otherwise).
 
-        In training the weighted KL term is added with `add_loss`. The
-        output is in [0, 1] up to the decoder's error (not clipped).
+        In training the KL of every image's posterior is kept for
+        `compute_loss`. The output is in [0, 1] up to the decoder's error
+        (not clipped).
         """
         mean, log_variance = self.encode_distribution(images)
         latents = mean
+        self._training_kl.value = None
         if training:
-            noise = keras.random.normal(ops.shape(mean), dtype=mean.dtype, seed=self.seed_generator)
+            latent_shape = tuple(ops.shape(mean)[1:])
+            noise = draw_for_global_batch(
+                lambda n: keras.random.normal((n,) + latent_shape, dtype=mean.dtype, seed=self.seed_generator),
+                ops.shape(mean)[0],
+            )  # fmt: skip
             latents = mean + ops.exp(0.5 * log_variance) * noise
-            self.add_loss(self.kl_weight * ops.mean(kl_to_standard_normal(mean, log_variance)))
+            self._training_kl.value = kl_to_standard_normal(mean, log_variance)
         return self._decode_unclipped(latents, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Σ_pixels[(x − x̂)² + l1_weight·|x − x̂|], averaged over the batch, plus the KL term of `call`."""
+        """Σ_pixels[(x − x̂)² + l1_weight·|x − x̂|] plus the KL term of `call`, averaged over the (global) batch."""
         target = ops.cast(x, "float32") / 255.0 if keras.backend.standardize_dtype(x.dtype) == "uint8" else ops.cast(x, "float32")
         error = target - ops.cast(y_pred, "float32")
         axes = tuple(range(1, len(error.shape)))
@@ -199,23 +218,13 @@ class AutoencoderKL(keras.Model):
             per_image = per_image + self.l1_weight * ops.sum(ops.abs(error), axis=axes)
         if sample_weight is not None:
             per_image = per_image * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
-        loss = ops.mean(per_image)
-        kl_term = ops.sum(ops.stack([ops.cast(term, "float32") for term in self.losses])) if self.losses else 0.0
-        self.reconstruction_tracker.update_state(ops.mean(ops.square(error)))
-        self.kl_tracker.update_state(kl_term / self.kl_weight if self.kl_weight else 0.0)
-        return loss + kl_term
-
-    def compile(self, optimizer=None, **kwargs):
-        """Like `keras.Model.compile`; the default optimizer is Adam(1e-3). Do not pass `loss`."""
-        if kwargs.get("loss") is not None:
-            raise ValueError("AutoencoderKL defines its own loss; call compile() without `loss`.")
-        super().compile(optimizer=optimizer if optimizer is not None else keras.optimizers.Adam(1e-3), **kwargs)
-
-    def compile_from_config(self, config):
-        """Restores `compile()` (and the optimizer's variables) when a saved model is loaded."""
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.optimizer is not None:
-            self.optimizer.build(self.trainable_variables)
+        kl = getattr(self._training_kl, "value", None)
+        self._training_kl.value = None
+        kl = ops.zeros_like(per_image) if kl is None else kl  # evaluate() calls with training=False: no KL
+        # Per-image updates: the metrics' sums over replicas are then the global batch's means.
+        self.reconstruction_tracker.update_state(ops.square(error))
+        self.kl_tracker.update_state(kl)
+        return mean_over_global_batch(per_image + self.kl_weight * kl)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit` on images alone (the targets are the inputs); arrays are checked first."""

@@ -6,12 +6,16 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from keras_diffusion.backend import draw_for_global_batch, mean_over_global_batch
+from keras_diffusion.own_loss import OwnLossModel
+from keras_diffusion.seed_states import SavesSeedStates
+
 CORRUPTIONS = ("gaussian", "masking", "salt_and_pepper")
 LIKELIHOODS = ("bernoulli", "gaussian")
 
 
 @keras.saving.register_keras_serializable(package="keras_diffusion")
-class DenoisingAutoencoder(keras.Model):
+class DenoisingAutoencoder(SavesSeedStates, OwnLossModel):
     """A small convolutional denoising autoencoder (Vincent et al. 2008; the thesis' 2.1).
 
     A corruption process C(x̃|x) maps a clean image x to a noisy x̃; the
@@ -34,6 +38,10 @@ class DenoisingAutoencoder(keras.Model):
     Unlike the diffusion models' denoisers it sees one noise level and no
     timestep; it is the idea that DDPM's ε_θ(x_t, t) generalises to a whole
     schedule of noise levels.
+
+    `compile()` takes no `loss` (the loss is eq. 4); its default optimizer
+    is Adam(1e-3). The corruption seed's state is saved with the model, so a
+    restored model continues with the corruptions of the run it resumes.
 
     Args:
         image_shape: (H, W, C); H and W divisible by 2 ** len(filters).
@@ -105,12 +113,18 @@ class DenoisingAutoencoder(keras.Model):
         x = _to_unit_float(images)
         if not isinstance(seed, keras.random.SeedGenerator):
             seed = keras.random.SeedGenerator(seed)  # an int seed would give every draw the same numbers
+        image_shape = tuple(ops.shape(x)[1:])
+
+        def draw(distribution):
+            # Drawn for the global batch, so data-parallel replicas corrupt as one device would.
+            return draw_for_global_batch(lambda n: distribution((n,) + image_shape, seed=seed), ops.shape(x)[0])
+
         if self.corruption == "gaussian":
-            return x + self.noise_level * keras.random.normal(ops.shape(x), seed=seed)
-        hit = keras.random.uniform(ops.shape(x), seed=seed) < self.noise_level
+            return x + self.noise_level * draw(keras.random.normal)
+        hit = draw(keras.random.uniform) < self.noise_level
         if self.corruption == "masking":
             return ops.where(hit, 0.0, x)
-        salt = ops.cast(keras.random.uniform(ops.shape(x), seed=seed) < 0.5, "float32")
+        salt = ops.cast(draw(keras.random.uniform) < 0.5, "float32")
         return ops.where(hit, salt, x)
 
     def encode(self, images):
@@ -133,7 +147,7 @@ class DenoisingAutoencoder(keras.Model):
         return self._reconstruct(x, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """−log P_θ(x | x̃) per image (eq. 4), averaged over the batch."""
+        """−log P_θ(x | x̃) per image (eq. 4), averaged over the (global) batch."""
         target = _to_unit_float(x)
         axes = tuple(range(1, len(target.shape)))
         if self.likelihood == "bernoulli":
@@ -142,18 +156,7 @@ class DenoisingAutoencoder(keras.Model):
             per_image = 0.5 * ops.sum(ops.square(target - y_pred), axis=axes)
         if sample_weight is not None:
             per_image = per_image * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
-        return ops.mean(per_image)
-
-    def compile(self, optimizer=None, **kwargs):
-        """Like `keras.Model.compile`; the default optimizer is Adam(1e-3). Do not pass `loss`."""
-        if kwargs.get("loss") is not None:
-            raise ValueError("DenoisingAutoencoder defines its own loss (eq. 4); call compile() without `loss`.")
-        super().compile(optimizer=optimizer if optimizer is not None else keras.optimizers.Adam(1e-3), **kwargs)
-
-    def compile_from_config(self, config):
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.optimizer is not None:
-            self.optimizer.build(self.trainable_variables)
+        return mean_over_global_batch(per_image)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit` on clean images alone; the corruption happens inside the step."""
