@@ -1,4 +1,8 @@
-"""Trains a tiny DiffusionModel on one device and data-parallel on 2 CPU devices; prints the differences.
+"""Trains tiny models on one device and data-parallel on 2 CPU devices; prints the differences.
+
+A DiffusionModel (two steps, EMA, sampling, callbacks), and one step of each of
+ARDM, AutoencoderKL and DenoisingAutoencoder, whose random draws (orders and
+steps, posterior noise, corruption) must also be those of the global batch.
 
 Run by tests/test_distributed.py in a fresh process, because the 2 CPU devices
 must be configured before TensorFlow or JAX starts:
@@ -9,11 +13,14 @@ must be configured before TensorFlow or JAX starts:
 The distribution is the backend's own: `keras.distribution.DataParallel` on
 JAX, `tf.distribute.MirroredStrategy` over 2 logical CPUs on TensorFlow. Both
 runs start from the same weights and seed and see the same global batches, so
-their losses, weights and EMA weights must agree. The last line of the output
-is a JSON object with the largest absolute differences.
+their losses, weights and EMA weights must agree. The other models train with
+SGD, whose step is proportional to the gradient (Adam's first step is not, so
+it would hide a loss averaged per replica). The last line of the output is a
+JSON object with the largest absolute differences.
 """
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -30,6 +37,9 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
 import keras_diffusion as kd  # noqa: E402
 from keras_diffusion.callbacks.nan_guard import NaNGuard  # noqa: E402
+from keras_diffusion.models.ardm import ARDM  # noqa: E402
+from keras_diffusion.models.autoencoder import AutoencoderKL  # noqa: E402
+from keras_diffusion.models.denoising_autoencoder import DenoisingAutoencoder  # noqa: E402
 
 GLOBAL_BATCH = 8
 STEPS = int(os.environ.get("KD_TEST_STEPS", "2"))
@@ -54,14 +64,23 @@ def device_count():
     return len(keras.distribution.list_devices("cpu"))
 
 
-def data_parallel_scope():
-    """The backend's data-parallel distribution over all its CPU devices, as a context manager."""
+@functools.cache
+def data_parallel_distribution():
+    """The backend's data-parallel distribution over all its CPU devices.
+
+    One per process: a second MirroredStrategy reuses the first one's
+    collective keys, and their gradient all-reduces then mix up.
+    """
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(DEVICES)]).scope()
-    distribution = keras.distribution.DataParallel(devices=keras.distribution.list_devices("cpu")[:DEVICES])
-    return distribution.scope()
+        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(DEVICES)])
+    return keras.distribution.DataParallel(devices=keras.distribution.list_devices("cpu")[:DEVICES])
+
+
+def data_parallel_scope():
+    """The data-parallel distribution as a context manager."""
+    return data_parallel_distribution().scope()
 
 
 def build_model(initial_weights=None):
@@ -87,6 +106,55 @@ def train(scope, initial_weights, images, labels, callbacks=()):
     weights = [keras.ops.convert_to_numpy(v) for v in model.denoiser.trainable_variables]
     ema = [keras.ops.convert_to_numpy(v) for v in model._ema_variables]
     return history.history["loss"][-1], weights, ema, generated
+
+
+# Tiny models whose training draws random numbers per image, and their image shapes.
+OTHER_MODELS = {
+    "ardm": (lambda: ARDM(image_shape=(4, 4, 1), num_levels=2, filters=8, num_blocks=1, norm_groups=4, seed=5), (4, 4, 1)),
+    "autoencoder_kl": (
+        lambda: AutoencoderKL(image_shape=(8, 8, 1), downsampling_factor=2, latent_channels=2, widths=(4, 4),
+                              norm_groups=2, mid_attention=False, kl_weight=0.1, seed=6),
+        (8, 8, 1),
+    ),
+    "denoising_autoencoder": (
+        lambda: DenoisingAutoencoder(image_shape=(8, 8, 1), filters=(4, 4), code_channels=2, noise_level=0.5, seed=7),
+        (8, 8, 1),
+    ),
+}  # fmt: skip
+
+
+def train_one_step(scope, build, initial_weights, images):
+    """One SGD step on the global batch `images`: (loss, trainable weights)."""
+    with scope:
+        keras.utils.set_random_seed(0)
+        model = build()
+        model.set_weights(initial_weights)
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+        history = model.fit(images, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0)
+    return history.history["loss"][-1], [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+
+
+def other_model_differences(rng):
+    """For each of OTHER_MODELS: the single-device and data-parallel losses and weights after one step."""
+    report = {}
+    for name, (build, image_shape) in OTHER_MODELS.items():
+        images = rng.uniform(0, 1, (GLOBAL_BATCH,) + image_shape).astype("float32")
+        keras.utils.set_random_seed(0)
+        initial = build()
+        # Perturbed: ARDM's output layer starts at zero, which makes every order's loss exactly 1 bit/dim.
+        initial.set_weights([w + 0.1 * rng.standard_normal(w.shape).astype(w.dtype) for w in initial.get_weights()])
+        initial_weights = initial.get_weights()
+        initial_trainable = [keras.ops.convert_to_numpy(v) for v in initial.trainable_variables]
+        single = train_one_step(contextlib.nullcontext(), build, initial_weights, images)
+        parallel = train_one_step(data_parallel_scope(), build, initial_weights, images)
+        report[name] = {
+            "loss_single": single[0],
+            "loss_parallel": parallel[0],
+            "loss": abs(single[0] - parallel[0]),
+            "weights": max_difference(single[1], parallel[1]),
+            "weights_moved": max_difference(single[1], initial_trainable),
+        }
+    return report
 
 
 def max_difference(first, second):
@@ -119,6 +187,7 @@ def main():
         "generated": float(np.max(np.abs(single[3] - parallel[3]))),
         "generated_finite": bool(np.all(np.isfinite(parallel[3]))),
         "callback_grid_written": grid_written,
+        "models": other_model_differences(rng),
     }
     print(json.dumps(report))
     return 0

@@ -1,5 +1,8 @@
 """Data-parallel training on 2 CPU devices equals training on one device: loss, weights, EMA and samples.
 
+For DiffusionModel, and for ARDM, AutoencoderKL and DenoisingAutoencoder (one
+step each): their random draws and loss averages must be those of the global batch.
+
 The backend's own distribution is used (`keras.distribution.DataParallel` on
 JAX, `tf.distribute.MirroredStrategy` on TensorFlow). The device count must be
 set before the backend starts, so tests/distributed_step.py runs in a new process.
@@ -49,3 +52,14 @@ def test_generate_under_the_distribution_gives_the_single_device_images(differen
 
 def test_callbacks_run_under_the_distribution(differences):
     assert differences["callback_grid_written"], differences
+
+
+OTHER_MODELS = ["ardm", "autoencoder_kl", "denoising_autoencoder"]
+
+
+@pytest.mark.parametrize("name", OTHER_MODELS)
+def test_one_step_of_each_model_equals_the_single_device_step(differences, name):
+    model = differences["models"][name]
+    assert model["weights_moved"] > 100 * TOLERANCE, model
+    assert model["loss"] <= TOLERANCE, model
+    assert model["weights"] <= TOLERANCE, model
