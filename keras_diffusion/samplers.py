@@ -66,7 +66,7 @@ def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7
 
     Example:
     >>> karras_sigmas(0.01, 80.0, 3).round(3).tolist()
-    [80.0, 3.155, 0.01]
+    [80.0, 3.46, 0.01]
     """
     if steps == 1:
         return np.array([sigma_max], np.float64)
@@ -242,6 +242,8 @@ class Sampler:
         noise_draws: standard-normal tensors of x's shape that a step needs
             (stacked along a new first axis in `noise`).
         gaussian_only: True when the rule assumes Gaussian noise (score-based samplers).
+        adaptive: True when the sampler picks its own evaluations and ignores
+            `steps` (the ODE solver); `function_evaluations` is then known after a run.
 
     Args:
         spacing: how the noise levels are spaced, one of `SPACINGS`.
@@ -258,6 +260,7 @@ class Sampler:
     name = "sampler"
     noise_draws = 0
     gaussian_only = False
+    adaptive = False
     evaluations_per_step = 1
 
     def __init__(self, spacing: str = "leading"):
@@ -549,6 +552,7 @@ class ProbabilityFlowODESampler(Sampler):
     """
 
     name = "ode"
+    adaptive = True
 
     def __init__(self, rtol: float = 1e-4, atol: float = 1e-4, method: str = "RK45"):
         super().__init__("leading")

@@ -1,4 +1,4 @@
-"""Sample-quality metrics: FID, KID and a pixel-intensity Wasserstein distance.
+"""Sample-quality metrics: FID, KID, a pixel-intensity Wasserstein distance, and FID-vs-NFE sweeps.
 
 All metrics work on plain arrays, `tf.data` datasets or numpy iterables of
 images (`uint8`, or floats in [0, 1]), independently of training.
@@ -21,6 +21,13 @@ from keras_diffusion.metrics.inception import (
 )
 from keras_diffusion.metrics.inception_weights import WEIGHTS_ENV_VAR, resolve_weights_path
 from keras_diffusion.metrics.kid import KID, KIDResult, kernel_inception_distance
+from keras_diffusion.metrics.sampler_sweep import (
+    SweepPoint,
+    fid_versus_nfe,
+    plot_fid_versus_nfe,
+    read_sweep,
+    write_sweep,
+)
 from keras_diffusion.metrics.statistics import FeatureStatistics, RunningFeatureStatistics, feature_statistics
 from keras_diffusion.metrics.wasserstein import wasserstein_distance
 
@@ -34,6 +41,7 @@ __all__ = [
     "InceptionFeatures",
     "KIDResult",
     "RunningFeatureStatistics",
+    "SweepPoint",
     "WEIGHTS_ENV_VAR",
     "as_uint8_images",
     "build_inception_network",
@@ -41,12 +49,16 @@ __all__ = [
     "default_feature_extractor",
     "extract_features",
     "feature_statistics",
+    "fid_versus_nfe",
     "frechet_distance",
     "iterate_features",
     "iterate_image_batches",
     "kernel_inception_distance",
     "load_inception_weights",
+    "plot_fid_versus_nfe",
+    "read_sweep",
     "resolve_weights_path",
     "trace_sqrt_product",
     "wasserstein_distance",
+    "write_sweep",
 ]
