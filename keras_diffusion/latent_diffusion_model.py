@@ -54,7 +54,9 @@ class LatentDiffusionModel(DiffusionModel):
     ...     image_shape=(8, 8, 1), downsampling_factor=2, latent_channels=2, widths=(8, 8), norm_groups=4)
     >>> unet = keras_diffusion.models.UNet(image_shape=(4, 4, 2), widths=(8,), num_res_blocks=1, norm_groups=4)
     >>> model = LatentDiffusionModel(autoencoder, unet, timesteps=100)
-    >>> model.adapt(np.random.default_rng(0).uniform(size=(16, 8, 8, 1)).astype("float32"))
+    >>> scale = model.adapt(np.random.default_rng(0).uniform(size=(16, 8, 8, 1)).astype("float32"))
+    >>> bool(scale > 0)  # 1 / std of the latents
+    True
     >>> model.generate(2, steps=3, seed=0).shape
     (2, 8, 8, 1)
     """

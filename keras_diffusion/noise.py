@@ -16,7 +16,7 @@ class GaussianNoise:
     """ε ~ N(0, I), the noise of DDPM.
 
     Example:
-    >>> GaussianNoise().sample((2, 3), keras.random.SeedGenerator(0)).shape
+    >>> tuple(GaussianNoise().sample((2, 3), keras.random.SeedGenerator(0)).shape)
     (2, 3)
     """
 

@@ -74,7 +74,7 @@ class NoiseSchedule:
         Example:
         >>> s = LinearSchedule()
         >>> x0 = keras.ops.ones((2, 4))
-        >>> s.add_noise(x0, keras.ops.zeros((2, 4)), keras.ops.array([0, 999])).shape
+        >>> tuple(s.add_noise(x0, keras.ops.zeros((2, 4)), keras.ops.array([0, 999])).shape)
         (2, 4)
         """
         signal, sigma = self.signal_and_noise_scales(t, ops.ndim(x0), x0.dtype)

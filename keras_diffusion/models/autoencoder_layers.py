@@ -22,7 +22,7 @@ class ConvResidualBlock(layers.Layer):
         epsilon: GroupNormalization epsilon (1e-6 in LDM / Stable Diffusion).
 
     Example:
-    >>> ConvResidualBlock(8, norm_groups=4)(keras.ops.ones((1, 4, 4, 4))).shape
+    >>> tuple(ConvResidualBlock(8, norm_groups=4)(keras.ops.ones((1, 4, 4, 4))).shape)
     (1, 4, 4, 8)
     """
 
@@ -69,7 +69,7 @@ class SpatialSelfAttention(layers.Layer):
         epsilon: its epsilon.
 
     Example:
-    >>> SpatialSelfAttention(norm_groups=4)(keras.ops.ones((1, 4, 4, 8))).shape
+    >>> tuple(SpatialSelfAttention(norm_groups=4)(keras.ops.ones((1, 4, 4, 8))).shape)
     (1, 4, 4, 8)
     """
 
@@ -113,7 +113,7 @@ class Downsample(layers.Layer):
         filters: output channels.
 
     Example:
-    >>> Downsample(4)(keras.ops.ones((1, 28, 28, 4))).shape
+    >>> tuple(Downsample(4)(keras.ops.ones((1, 28, 28, 4))).shape)
     (1, 14, 14, 4)
     """
 
@@ -144,7 +144,7 @@ class Upsample(layers.Layer):
         filters: output channels.
 
     Example:
-    >>> Upsample(4)(keras.ops.ones((1, 7, 7, 4))).shape
+    >>> tuple(Upsample(4)(keras.ops.ones((1, 7, 7, 4))).shape)
     (1, 14, 14, 4)
     """
 
