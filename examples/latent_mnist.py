@@ -76,7 +76,7 @@ def parse_args(argv=None):
     parser.add_argument("--fid-samples", type=int, default=200, help="N of the FID (0: skip FID)")
     parser.add_argument("--skip-pixel", action="store_true", help="train the latent model only")
     parser.add_argument("--autoencoder", default=None, help="a trained autoencoder .keras file to reuse (skips step 1)")
-    parser.add_argument("--timing-rounds", type=int, default=3, help="interleaved rounds of the throughput comparison")
+    parser.add_argument("--timing-rounds", type=int, default=3, help="interleaved rounds of the throughput comparison (0: skip it)")
     parser.add_argument("--quick", action="store_true", help="tiny models and data, no FID: a smoke test")
     parser.add_argument("--data-dir", default=None, help="folder with mnist.npz (default $KERAS_DIFFUSION_DATA_DIR)")
     parser.add_argument("--seed", type=int, default=0)
@@ -84,8 +84,8 @@ def parse_args(argv=None):
     if args.quick:
         args.limit, args.autoencoder_epochs, args.epochs, args.steps, args.fid_samples = 256, 1, 1, 2, 0
         args.batch_size = min(args.batch_size, 32)
-    if min(args.autoencoder_epochs, args.epochs, args.batch_size, args.steps) < 1 or args.limit < 0 or args.fid_samples < 0:
-        parser.error("epochs, --batch-size and --steps must be >= 1; --limit and --fid-samples >= 0")
+    if min(args.autoencoder_epochs, args.epochs, args.batch_size, args.steps) < 1 or min(args.limit, args.fid_samples, args.timing_rounds) < 0:
+        parser.error("epochs, --batch-size and --steps must be >= 1; --limit, --fid-samples and --timing-rounds >= 0")
     return args
 
 
@@ -219,7 +219,8 @@ def main(argv=None):
         results["pixel"] = train_diffusion(pixel_model, images, args, "pixel")
         results["pixel"].update(sample_and_score(pixel_model, args, "pixel", fid))
         save_model_atomically(pixel_model, os.path.join(args.out, "pixel_model.keras"))
-        results["interleaved"] = compare_throughput(latent_model, pixel_model, images, args)
+        if args.timing_rounds:
+            results["interleaved"] = compare_throughput(latent_model, pixel_model, images, args)
     write_bytes_atomically(os.path.join(args.out, "results.json"), json.dumps(results, indent=2).encode())
     return results
 

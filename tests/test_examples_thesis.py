@@ -117,3 +117,61 @@ def test_cifar10_full_settings_are_the_thesis_ones():
     args = load_example("cifar10_ddpm").parse_args([])
     assert (args.epochs, args.batch_size, args.learning_rate, args.timesteps) == (100, 64, 2e-5, 1000)
     assert args.preset == "thesis" and args.sequence_steps == 1000
+
+
+def test_latent_mnist_quick_run_writes_its_models_grids_and_results(tmp_path):
+    example = load_example("latent_mnist")
+    results = example.main(["--quick", "--out", str(tmp_path), "--limit", "64", "--timing-rounds", "0"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "autoencoder.keras", "latent_model.keras", "pixel_model.keras", "reconstructions.png", "results.json",
+        "samples_latent.png", "samples_pixel.png",
+    ]  # fmt: skip
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["latent"]["scale_factor"] == pytest.approx(results["latent"]["scale_factor"])
+    assert written["autoencoder"]["test_psnr_db"] == pytest.approx(results["autoencoder"]["test_psnr_db"])
+    assert np.isfinite(results["autoencoder"]["test_psnr_db"]) and results["autoencoder"]["test_psnr_db"] > 0
+    latent = keras.models.load_model(tmp_path / "latent_model.keras")
+    assert latent.scale_factor == pytest.approx(results["latent"]["scale_factor"]) and latent.scale_factor > 0
+    assert results["latent"]["train_img_per_s"] > 0 and results["pixel"]["train_img_per_s"] > 0
+
+
+@pytest.fixture(scope="module")
+def sampler_comparison(tmp_path_factory):
+    """The sampler comparison's quick run (trains a tiny model); (module, output folder, points)."""
+    example = load_example("sampler_comparison")
+    out = tmp_path_factory.mktemp("sampler_comparison")
+    argv = ["--quick", "--out", out, "--limit", 64, "--samplers", "ddim,heun", "--steps", "2,3", "--num-samples", 16]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        points = example.main([str(arg) for arg in argv], feature_extractor=pixel_features)
+    return example, out, points
+
+
+def test_sampler_comparison_quick_run_writes_the_figure_the_table_the_samples_and_the_model(sampler_comparison):
+    _, out, points = sampler_comparison
+    assert sorted(p.name for p in out.iterdir()) == ["fid_vs_nfe.csv", "fid_vs_nfe.png", "model.keras", "samples.png"]
+    assert [(p.sampler, p.steps, p.nfe) for p in points] == [("ddim", 2, 2), ("ddim", 3, 3), ("heun", 2, 3), ("heun", 3, 5)]
+    assert kd.metrics.read_sweep(out / "fid_vs_nfe.png") == points
+    samples = matplotlib.image.imread(out / "samples.png")
+    tile = 28 + 2
+    assert samples.shape[:2] == (2 * tile + 2, 10 * tile + 2)  # a row of digits 0-9 per sampler
+
+
+def test_sampler_comparison_of_a_saved_model_reproduces_the_trained_run(sampler_comparison, tmp_path):
+    example, out, points = sampler_comparison
+    argv = ["--model", out / "model.keras", "--out", tmp_path, "--samplers", "heun", "--steps", 3, "--num-samples", 16,
+            "--grid-steps", 2]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        again = example.main([str(arg) for arg in argv], feature_extractor=pixel_features)
+    assert again[0].nfe == points[3].nfe and again[0].fid == pytest.approx(points[3].fid, rel=1e-5)
+    assert not (tmp_path / "model.keras").exists()  # a given model is not re-saved
+
+
+def test_sampler_comparison_rejects_bad_arguments_before_any_work(capsys):
+    example = load_example("sampler_comparison")
+    for argv, message in [(["--samplers", "ddim,nope"], "unknown sampler"), (["--steps", "2,x"], "comma-separated"),
+                          (["--model", "missing.keras"], "is not a file")]:  # fmt: skip
+        with pytest.raises(SystemExit) as error:
+            example.parse_args(argv)
+        assert error.value.code == 2 and message in capsys.readouterr().err
