@@ -60,6 +60,7 @@ def fid_versus_nfe(
     guidance_scale: float = 0.0,
     seed: int = 0,
     batch_size: int | None = None,
+    use_ema: bool = True,
     fid: FID | None = None,
     on_point: Callable[[SweepPoint], None] | None = None,
 ) -> list[SweepPoint]:
@@ -80,6 +81,8 @@ def fid_versus_nfe(
         guidance_scale: classifier-free guidance weight for every point.
         seed: the same seed for every point (same start noise and labels).
         batch_size: images per network call (`generate`'s default when None).
+        use_ema: sample with the EMA weights (`generate`'s `use_ema`); early
+            in training the EMA still carries the initial weights.
         fid: the `FID` to use (its feature extractor is reused); a new one when None.
         on_point: called with each `SweepPoint` as soon as it is measured.
 
@@ -105,7 +108,7 @@ def fid_versus_nfe(
         start = time.perf_counter()
         images = model.generate(
             num_samples, sampler=sampler, steps=step_count, guidance_scale=guidance_scale, seed=seed,
-            batch_size=batch_size,
+            batch_size=batch_size, use_ema=use_ema,
         )  # fmt: skip
         seconds = time.perf_counter() - start
         result = fid(real_statistics, images)
