@@ -92,8 +92,21 @@ class ResidualBlock(layers.Layer):
         h = h + self.embedding_projection(ops.silu(embedding))[:, None, None, :]
         h = self.dropout_layer(ops.silu(self.norm2(h)), training=training)
         h = self.conv2(h)
-        skip = x if self.shortcut is None else self.shortcut(x)
-        return skip + h
+        return self._skip(x) + h
+
+    def _skip(self, x):
+        """x, or its 1x1 projection to `filters` channels.
+
+        The projection is the `shortcut` Conv2D's own kernel and bias applied
+        as a matmul over the channel axis: the same function and variables,
+        but a 1x1 convolution's gradient is a slow windowed convolution on
+        XLA:CPU (and oneDNN is slower at it too), where a matmul's is a plain
+        matmul (benchmarks/jax_cpu_profile.py, "conv1x1" rows).
+        """
+        if self.shortcut is None:
+            return x
+        kernel = ops.reshape(self.shortcut.kernel, (x.shape[-1], self.filters))
+        return ops.matmul(x, kernel) + self.shortcut.bias
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0][:-1]) + (self.filters,)
