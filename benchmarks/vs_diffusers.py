@@ -1,0 +1,265 @@
+"""Training throughput per FLOP of our U-Net against diffusers' UNet2DModel of the same size.
+
+Usage:
+    pip install -e ".[bench]"          # torch (CPU wheel) and diffusers
+    KERAS_BACKEND=tensorflow python benchmarks/vs_diffusers.py [--image 28x28x1|32x32x3] [--batch 128]
+    KERAS_BACKEND=jax python benchmarks/vs_diffusers.py
+
+Both networks have the same layer plan (DDPM's U-Net: `--widths` channels per
+level, `--res-blocks` residual blocks per level, GroupNorm with `--norm-groups`
+groups, one-head self-attention at the lowest resolution and in the middle,
+stride-2 convolutions down, nearest-neighbour upsampling and a 3×3 convolution
+up), so their parameter counts match; both are printed. Both train the same
+way: images mapped to [-1, 1], t uniform over 1000 steps of the linear β
+schedule (1e-4 to 0.02), ε-prediction with mean-square loss, Adam(2e-4), no
+EMA unless `--ema` (then 0.999 on both). Ours is `DiffusionModel.train_on_batch`
+on the Keras backend in use (`--jit-compile` as in `compile`); diffusers' is the
+usual eager PyTorch loop (`DDPMScheduler.add_noise`, `loss.backward()`,
+`optimizer.step()`), with OMP_WAIT_POLICY=PASSIVE unless set (torch's OpenMP
+threads otherwise busy-wait, which on a shared machine slows it several-fold).
+
+After warm-up steps (compilation), timed rounds alternate between the two, the
+order flipping every round, so that both see the same machine load; each
+round's img/s ratio is one sample, and the median is printed.
+
+FLOPs (1 multiply-add = 2 FLOPs; matrix products only: convolutions, dense
+layers, the two attention products): ours from the analytic count in
+`unet_flops.py`, training = 3 × forward; diffusers' from
+`torch.utils.flop_counter.FlopCounterMode` over one forward and backward pass
+(with the math attention kernel, whose products it can see). Achieved GFLOP/s
+= img/s × training FLOPs per image; "per FLOP" compares these. The matmul peak
+is the best float32 n×n matmul of numpy, the Keras backend and torch
+(`matmul_peak.py`), measured before and after the rounds.
+"""
+
+import argparse
+import importlib
+import importlib.metadata
+import os
+import statistics
+import time
+
+import keras
+import numpy as np
+
+import keras_diffusion as kd
+from matmul_peak import measured_peaks
+from unet_flops import unet_forward_flops
+
+TIMESTEPS = 1000
+LEARNING_RATE = 2e-4
+EMA_DECAY = 0.999
+
+
+def attention_side(image_shape, widths) -> int:
+    """Side of the lowest-resolution feature map, where both networks attend."""
+    return image_shape[0] // 2 ** (len(widths) - 1)
+
+
+def build_ours(image_shape, widths, num_res_blocks, norm_groups, ema: bool, jit_compile):
+    unet = kd.models.UNet(
+        image_shape=image_shape,
+        widths=widths,
+        num_res_blocks=num_res_blocks,
+        attention_resolutions=(attention_side(image_shape, widths),),
+        norm_groups=norm_groups,
+    )
+    model = kd.DiffusionModel(unet, schedule="linear", timesteps=TIMESTEPS, ema_decay=EMA_DECAY if ema else None, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), jit_compile=jit_compile)
+    return unet, model
+
+
+def build_diffusers(image_shape, widths, num_res_blocks, norm_groups):
+    from diffusers import UNet2DModel
+
+    lowest = len(widths) - 1
+    return UNet2DModel(
+        sample_size=image_shape[0],
+        in_channels=image_shape[2],
+        out_channels=image_shape[2],
+        layers_per_block=num_res_blocks,
+        block_out_channels=tuple(widths),
+        down_block_types=tuple("AttnDownBlock2D" if level == lowest else "DownBlock2D" for level in range(len(widths))),
+        up_block_types=tuple("AttnUpBlock2D" if level == 0 else "UpBlock2D" for level in range(len(widths))),
+        norm_num_groups=norm_groups,
+        attention_head_dim=widths[-1],  # one head, as ours
+    )
+
+
+class DiffusersTrainer:
+    """diffusers' training step: ε-MSE on DDPMScheduler-noised images, Adam."""
+
+    def __init__(self, unet, ema: bool):
+        import torch
+        from diffusers import DDPMScheduler
+
+        self.torch = torch
+        self.unet = unet
+        self.scheduler = DDPMScheduler(num_train_timesteps=TIMESTEPS, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+        self.optimizer = torch.optim.Adam(unet.parameters(), lr=LEARNING_RATE)
+        self.ema = None
+        if ema:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(unet.parameters(), decay=EMA_DECAY)
+
+    def loss(self, images):
+        torch = self.torch
+        x0 = images * 2.0 - 1.0
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, TIMESTEPS, (x0.shape[0],))
+        prediction = self.unet(self.scheduler.add_noise(x0, noise, t), t).sample
+        return torch.nn.functional.mse_loss(prediction, noise)
+
+    def train_step(self, images) -> float:
+        loss = self.loss(images)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.step(self.unet.parameters())
+        return loss.item()
+
+    def training_flops_per_image(self, images) -> int:
+        """FLOPs of one forward + backward pass, per image, as FlopCounterMode counts them."""
+        torch = self.torch
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        from torch.utils.flop_counter import FlopCounterMode
+
+        # The fused CPU attention kernel is invisible to the counter; the math one is plain matmuls.
+        with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
+            self.loss(images).backward()
+        self.unet.zero_grad(set_to_none=True)
+        return counter.get_total_flops() // images.shape[0]
+
+
+def cpu_description() -> str:
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} CPUs"
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def timed(step, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image", default="28x28x1", help="HxWxC: 28x28x1 (MNIST) or 32x32x3 (CIFAR)")
+    parser.add_argument("--widths", default="32,64,64", help="channels per level, comma-separated")
+    parser.add_argument("--res-blocks", type=int, default=2, help="residual blocks per level")
+    parser.add_argument("--norm-groups", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=6, help="timed rounds per side, alternating")
+    parser.add_argument("--steps", type=int, default=4, help="training steps per round")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per side (compilation)")
+    parser.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"])
+    parser.add_argument("--ema", action="store_true", help="EMA of the weights (0.999) on both sides")
+    parser.add_argument("--peak-size", type=int, default=2048, help="n of the n x n matmuls for the peak")
+    args = parser.parse_args()
+
+    # torch's OpenMP threads busy-wait at every barrier by default; on a machine where other
+    # processes compete for the cores that makes eager torch several times slower (measured 7x
+    # here at load 7 on 2 cores). Passive waiting is torch's best setting under contention, and
+    # it must be set before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        import torch
+    except ImportError as error:
+        raise SystemExit('vs_diffusers.py needs torch and diffusers: pip install -e ".[bench]"') from error
+
+    image_shape = tuple(int(d) for d in args.image.split("x"))
+    widths = tuple(int(w) for w in args.widths.split(","))
+    jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+    load_start = load_average()
+    peaks = measured_peaks(args.peak_size)
+
+    ours_unet, ours = build_ours(image_shape, widths, args.res_blocks, args.norm_groups, args.ema, jit)
+    torch.manual_seed(0)
+    theirs = DiffusersTrainer(build_diffusers(image_shape, widths, args.res_blocks, args.norm_groups), args.ema)
+    ours_params = ours_unet.count_params()
+    theirs_params = sum(p.numel() for p in theirs.unet.parameters())
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (args.batch,) + image_shape).astype("float32")
+    images_nchw = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    ours_flops = 3 * unet_forward_flops(ours_unet)
+    theirs_flops = theirs.training_flops_per_image(images_nchw[:8])
+
+    def ours_step():
+        ours.train_on_batch(images)  # returns the loss as a Python float: waits for the device
+
+    def theirs_step():
+        theirs.train_step(images_nchw)
+
+    for _ in range(args.warmup):
+        ours_step()
+        theirs_step()
+    ours_rates, theirs_rates = [], []
+    for round_index in range(args.rounds):
+        order = [("ours", ours_step), ("theirs", theirs_step)]
+        for name, step in order if round_index % 2 == 0 else order[::-1]:
+            rate = args.batch * args.steps / timed(step, args.steps)
+            (ours_rates if name == "ours" else theirs_rates).append(rate)
+    ratios = [(o * ours_flops) / (t * theirs_flops) for o, t in zip(ours_rates, theirs_rates)]
+    after = measured_peaks(args.peak_size)
+    peaks = {name: max(peaks[name], after[name]) for name in peaks}
+    machine_peak = max(peaks.values())
+
+    backend = keras.backend.backend()
+    versions = {name: importlib.metadata.version(name) for name in ("keras", "torch", "diffusers")}
+    backend_version = getattr(importlib.import_module(backend), "__version__", "")
+    print(f"machine      {cpu_description()}; load average {load_start} at start, {load_average()} at end")
+    print(
+        f"software     keras {versions['keras']} on {backend} {backend_version} (jit_compile={args.jit_compile}); "
+        f"torch {versions['torch']} ({torch.get_num_threads()} threads, OMP_WAIT_POLICY="
+        f"{os.environ['OMP_WAIT_POLICY']}), diffusers {versions['diffusers']}"
+    )
+    print(
+        f"task         batch {args.batch} of {args.image}, eps-MSE, linear schedule T={TIMESTEPS}, "
+        f"Adam({LEARNING_RATE:g}), EMA {'0.999' if args.ema else 'off'}"
+    )
+    print(
+        f"networks     widths {widths}, {args.res_blocks} res blocks/level, attention at "
+        f"{attention_side(image_shape, widths)}x{attention_side(image_shape, widths)}: "
+        f"ours {ours_params:,} params, diffusers {theirs_params:,} params (ratio {ours_params / theirs_params:.3f})"
+    )
+    if not 0.9 <= ours_params / theirs_params <= 1.1:
+        print("WARNING      parameter counts differ by more than 10%; the comparison is not at matched size")
+    print(
+        f"FLOPs        training per image (1 multiply-add = 2 FLOPs): ours {ours_flops / 1e6:.1f} M "
+        f"(3 x analytic forward), diffusers {theirs_flops / 1e6:.1f} M (FlopCounterMode, forward + backward)"
+    )
+    print(
+        "matmul peak  "
+        + ", ".join(f"{name if name != 'keras' else backend} {value:.1f}" for name, value in peaks.items())
+        + f" GFLOP/s (float32 {args.peak_size}^2, best before/after); machine peak {machine_peak:.1f}"
+    )
+    print(f"rounds       {args.rounds} x {args.steps} steps per side after {args.warmup} warm-up steps, alternating order")
+    print(f"{'':19}{'img/s (median)':>15}{'GFLOP/s':>10}{'of machine peak':>17}{'of own peak':>13}")
+    for label, rates, flops, own_peak in (
+        (f"ours ({backend})", ours_rates, ours_flops, peaks["keras"]),
+        ("diffusers", theirs_rates, theirs_flops, peaks["torch"]),
+    ):
+        rate = statistics.median(rates)
+        achieved = rate * flops / 1e9
+        print(f"{label:<19}{rate:>15.1f}{achieved:>10.1f}{achieved / machine_peak:>17.1%}{achieved / own_peak:>13.1%}")
+    print(
+        f"per FLOP     ours / diffusers = {statistics.median(ratios):.2f} "
+        f"(median of {len(ratios)} rounds, range {min(ratios):.2f}-{max(ratios):.2f}); target >= 1.2"
+    )
+
+
+if __name__ == "__main__":
+    main()
