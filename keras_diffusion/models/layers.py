@@ -105,7 +105,7 @@ class ResidualBlock(layers.Layer):
         """
         if self.shortcut is None:
             return x
-        kernel = ops.reshape(self.shortcut.kernel, (x.shape[-1], self.filters))
+        kernel = ops.reshape(self.shortcut.kernel, self.shortcut.kernel.shape[-2:])  # (1, 1, in, out) -> (in, out)
         return ops.matmul(x, kernel) + self.shortcut.bias
 
     def compute_output_shape(self, input_shape):
