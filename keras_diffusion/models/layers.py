@@ -18,7 +18,7 @@ class SinusoidalEmbedding(layers.Layer):
         max_period: the longest wavelength.
 
     Example:
-    >>> SinusoidalEmbedding(8)(keras.ops.array([0.0, 10.0])).shape
+    >>> tuple(SinusoidalEmbedding(8)(keras.ops.array([0.0, 10.0])).shape)
     (2, 8)
     """
 
@@ -56,7 +56,7 @@ class ResidualBlock(layers.Layer):
 
     Example:
     >>> block = ResidualBlock(8, norm_groups=4)
-    >>> block([keras.ops.ones((1, 4, 4, 4)), keras.ops.ones((1, 16))]).shape
+    >>> tuple(block([keras.ops.ones((1, 4, 4, 4)), keras.ops.ones((1, 16))]).shape)
     (1, 4, 4, 8)
     """
 
@@ -129,7 +129,7 @@ class AttentionBlock(layers.Layer):
         norm_groups: groups of the GroupNormalization before attention.
 
     Example:
-    >>> AttentionBlock(num_heads=2, norm_groups=4)(keras.ops.ones((1, 4, 4, 8))).shape
+    >>> tuple(AttentionBlock(num_heads=2, norm_groups=4)(keras.ops.ones((1, 4, 4, 8))).shape)
     (1, 4, 4, 8)
     """
 

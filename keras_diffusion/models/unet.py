@@ -44,7 +44,7 @@ class UNet(keras.Model):
 
     Example:
     >>> unet = UNet(image_shape=(8, 8, 1), widths=(8, 16), num_res_blocks=1, norm_groups=4)
-    >>> unet([keras.ops.zeros((2, 8, 8, 1)), keras.ops.array([3, 999])]).shape
+    >>> tuple(unet([keras.ops.zeros((2, 8, 8, 1)), keras.ops.array([3, 999])]).shape)
     (2, 8, 8, 1)
     """
 
