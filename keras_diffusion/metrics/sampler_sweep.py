@@ -30,7 +30,8 @@ class SweepPoint:
     Args:
         sampler: the sampler's name (`Sampler.name`).
         steps: the `steps` passed to `generate` (adaptive samplers ignore it).
-        nfe: network evaluations per image (`Sampler.function_evaluations`).
+        nfe: network evaluations per image (`Sampler.function_evaluations`;
+            for an adaptive sampler, those of the last batch it solved).
         fid: the FID, >= 0.
         num_samples: generated images (N).
         num_real_samples: real images behind the reference statistics.
