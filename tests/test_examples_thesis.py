@@ -157,6 +157,29 @@ def test_sampler_comparison_quick_run_writes_the_figure_the_table_the_samples_an
     assert samples.shape[:2] == (2 * tile + 2, 10 * tile + 2)  # a row of digits 0-9 per sampler
 
 
+def test_latent_mnist_against_a_saved_conditional_pixel_model(sampler_comparison, tmp_path):
+    """--pixel-model: the pixel model is loaded, not trained, and the latent model takes its classes."""
+    _, out, _ = sampler_comparison
+    example = load_example("latent_mnist")
+    argv = ["--quick", "--out", tmp_path, "--limit", 64, "--pixel-model", out / "model.keras", "--sampler", "euler",
+            "--timing-rounds", 1]  # fmt: skip
+    results = example.main([str(arg) for arg in argv])
+    assert "pixel_model.keras" not in {p.name for p in tmp_path.iterdir()}
+    assert results["pixel"]["loaded"] == str(out / "model.keras") and results["num_classes"] == 10
+    assert results["sampler"] == "euler"
+    latent = keras.models.load_model(tmp_path / "latent_model.keras")
+    assert latent.num_classes == 10
+    interleaved = results["interleaved"]
+    assert interleaved["training_speedup"] == pytest.approx(
+        interleaved["latent_train_img_per_s"] / interleaved["pixel_train_img_per_s"]
+    )
+
+
+def test_latent_mnist_rejects_a_missing_pixel_model(tmp_path):
+    with pytest.raises(SystemExit):
+        load_example("latent_mnist").parse_args(["--pixel-model", str(tmp_path / "none.keras")])
+
+
 def test_sampler_comparison_of_a_saved_model_reproduces_the_trained_run(sampler_comparison, tmp_path):
     example, out, points = sampler_comparison
     argv = ["--model", out / "model.keras", "--out", tmp_path, "--samplers", "heun", "--steps", 3, "--num-samples", 16,
