@@ -35,6 +35,17 @@ def randomise_output(unet, seed=0):
             variable.assign(rng.normal(0, 0.1, variable.shape).astype("float32"))
 
 
+def pixel_features(images):
+    """A stand-in for Inception (tested in test_inception.py): the pixel values as features."""
+    return np.asarray(images, dtype="float32").reshape(len(images), -1)
+
+
+def strided_pixel_features(images):
+    """A cheap stand-in for Inception: every 4th pixel, quantised (49 of a digit's, 192 of a CIFAR image's)."""
+    pixels = kd.metrics.as_uint8_images(images)[:, ::4, ::4]
+    return pixels.reshape(len(pixels), -1).astype("float32") / 255.0
+
+
 @pytest.fixture(scope="session")
 def mnist_subset():
     """512 MNIST test digits in [0, 1] and their labels."""

@@ -7,7 +7,7 @@ import keras
 import matplotlib.image
 import numpy as np
 import pytest
-from conftest import tiny_unet
+from conftest import pixel_features, tiny_unet
 
 import keras_diffusion as kd
 from keras_diffusion.callbacks import (
@@ -20,11 +20,6 @@ from keras_diffusion.metrics import FeatureStatistics
 
 COLUMNS = 4
 NUM_CLASSES = 3
-
-
-def pixel_features(images):
-    """A stand-in for Inception: the pixel values as features."""
-    return np.asarray(images, dtype="float32").reshape(len(images), -1)
 
 
 def real_images(count=48, seed=0):

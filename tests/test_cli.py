@@ -16,18 +16,13 @@ import keras
 import matplotlib.image
 import numpy as np
 import pytest
+from conftest import strided_pixel_features
 
 import keras_diffusion as kd
 from keras_diffusion import cli
 
 REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 TILE = 28 + 2  # an MNIST digit plus the grid padding
-
-
-def pixel_features(images):
-    """A cheap stand-in for Inception: every 4th pixel (49 of a digit's) as features."""
-    pixels = kd.metrics.as_uint8_images(images)[:, ::4, ::4]
-    return pixels.reshape(len(pixels), -1).astype("float32") / 255.0
 
 
 def run(argv, capsys):
@@ -48,7 +43,7 @@ def trained_run(tmp_path_factory, mnist_subset):
     ]  # fmt: skip
     with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # FID from 32 samples warns
-        patch.setattr(cli, "_make_feature_extractor", lambda batch_size: pixel_features)
+        patch.setattr(cli, "_make_feature_extractor", lambda batch_size: strided_pixel_features)
         patch.setenv("KERAS_HOME", str(out / "keras_home"))
         assert cli.main([str(arg) for arg in argv]) == 0
     return out
@@ -61,7 +56,7 @@ def model_path(trained_run):
 
 @pytest.fixture
 def pixel_fid(monkeypatch, tmp_path):
-    monkeypatch.setattr(cli, "_make_feature_extractor", lambda batch_size: pixel_features)
+    monkeypatch.setattr(cli, "_make_feature_extractor", lambda batch_size: strided_pixel_features)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
 
 

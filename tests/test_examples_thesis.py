@@ -16,6 +16,7 @@ import keras
 import matplotlib.image
 import numpy as np
 import pytest
+from conftest import strided_pixel_features
 
 import keras_diffusion as kd
 
@@ -29,12 +30,6 @@ def load_example(name):
     return module
 
 
-def pixel_features(images):
-    """A cheap stand-in for Inception: every 4th pixel as features (49 of a digit, 192 of a CIFAR image)."""
-    pixels = kd.metrics.as_uint8_images(images)[:, ::4, ::4]
-    return pixels.reshape(len(pixels), -1).astype("float32") / 255.0
-
-
 def test_mnist_conditional_quick_run_writes_grids_curves_the_guidance_sweep_and_the_model(mnist_subset, tmp_path):
     example = load_example("mnist_conditional")
     # 40 FID samples: the grid's batch shape, so both reuse one compiled sampling step.
@@ -42,7 +37,7 @@ def test_mnist_conditional_quick_run_writes_grids_curves_the_guidance_sweep_and_
             "--fid-samples", 40, "--fid-real", 16]  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # FID from few samples warns
-        example.main([str(arg) for arg in argv], feature_extractor=pixel_features)
+        example.main([str(arg) for arg in argv], feature_extractor=strided_pixel_features)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "curves.png", "grids", "guidance_sweep.png", "history.json", "model.keras",
     ]  # fmt: skip
@@ -83,7 +78,7 @@ def cifar_run(tmp_path_factory):
             "--snapshots", 3, "--sequence-rows", 2, "--fid-samples", 32, "--fid-real", 16]  # fmt: skip
     with tfds.testing.mock_data(num_examples=64), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        model = example.main([str(arg) for arg in argv], feature_extractor=pixel_features)
+        model = example.main([str(arg) for arg in argv], feature_extractor=strided_pixel_features)
     return example, out, model
 
 
@@ -143,7 +138,7 @@ def sampler_comparison(tmp_path_factory):
     argv = ["--quick", "--out", out, "--limit", 64, "--samplers", "ddim,heun", "--steps", "2,3", "--num-samples", 16]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        points = example.main([str(arg) for arg in argv], feature_extractor=pixel_features)
+        points = example.main([str(arg) for arg in argv], feature_extractor=strided_pixel_features)
     return example, out, points
 
 
@@ -186,7 +181,7 @@ def test_sampler_comparison_of_a_saved_model_reproduces_the_trained_run(sampler_
             "--grid-steps", 2]  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        again = example.main([str(arg) for arg in argv], feature_extractor=pixel_features)
+        again = example.main([str(arg) for arg in argv], feature_extractor=strided_pixel_features)
     assert again[0].nfe == points[3].nfe and again[0].fid == pytest.approx(points[3].fid, rel=1e-5)
     assert not (tmp_path / "model.keras").exists()  # a given model is not re-saved
 

@@ -5,14 +5,10 @@ import warnings
 import matplotlib.image
 import numpy as np
 import pytest
+from conftest import pixel_features
 
 import keras_diffusion as kd
 from keras_diffusion.metrics.sampler_sweep import read_sweep
-
-
-def pixel_features(images):
-    """A cheap stand-in for Inception (tested elsewhere): the pixels as features."""
-    return np.asarray(images, dtype="float32").reshape(len(images), -1)
 
 
 @pytest.fixture(scope="module")
