@@ -1,6 +1,7 @@
 """Trains tiny models on one device and data-parallel on 2 CPU devices; prints the differences.
 
-A DiffusionModel (two steps, EMA, sampling, callbacks), and one step of each of
+A DiffusionModel (two steps, EMA, sampling, callbacks; its U-Net has dropout,
+whose masks must be those of the global batch too), and one step of each of
 ARDM, AutoencoderKL and DenoisingAutoencoder, whose random draws (orders and
 steps, posterior noise, corruption) must also be those of the global batch.
 
@@ -42,6 +43,7 @@ from keras_diffusion.models.autoencoder import AutoencoderKL  # noqa: E402
 from keras_diffusion.models.denoising_autoencoder import DenoisingAutoencoder  # noqa: E402
 
 GLOBAL_BATCH = 8
+UNET_DROPOUT = 0.3
 STEPS = int(os.environ.get("KD_TEST_STEPS", "2"))
 EXTRA = int(os.environ.get("KD_TEST_EXTRA", "0"))
 
@@ -87,7 +89,7 @@ def build_model(initial_weights=None):
     keras.utils.set_random_seed(0)
     unet = kd.models.UNet(
         image_shape=(8, 8, 1), widths=(8, 16), num_res_blocks=1, attention_resolutions=(4,),
-        num_classes=3, norm_groups=4,
+        num_classes=3, norm_groups=4, dropout=UNET_DROPOUT,
     )  # fmt: skip
     model = kd.DiffusionModel(unet, timesteps=100, ema_decay=0.9, class_dropout=0.3, seed=3)
     if initial_weights is not None:
@@ -178,6 +180,7 @@ def main():
     report = {
         "backend": keras.backend.backend(),
         "devices": device_count(),
+        "unet_dropout": initial_model.denoiser.dropout,
         "loss_single": single[0],
         "loss_parallel": parallel[0],
         "loss": abs(single[0] - parallel[0]),

@@ -1,6 +1,6 @@
 """Data-parallel training on 2 CPU devices equals training on one device: loss, weights, EMA and samples.
 
-For DiffusionModel, and for ARDM, AutoencoderKL and DenoisingAutoencoder (one
+For DiffusionModel (whose U-Net has dropout), and for ARDM, AutoencoderKL and DenoisingAutoencoder (one
 step each): their random draws and loss averages must be those of the global batch.
 
 The backend's own distribution is used (`keras.distribution.DataParallel` on
@@ -29,6 +29,11 @@ def differences():
 
 def test_the_run_had_two_devices(differences):
     assert differences["devices"] == 2, differences
+
+
+def test_the_unet_draws_dropout_masks(differences):
+    # Replicas share one seed state: only masks drawn for the global batch match one device.
+    assert differences["unet_dropout"] > 0, differences
 
 
 def test_the_loss_equals_the_single_device_loss(differences):

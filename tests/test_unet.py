@@ -75,3 +75,41 @@ def test_summary_lists_the_blocks_without_printing_on_construction(capsys):
 def test_bad_unet_arguments_raise_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         kd.models.UNet(**kwargs)
+
+
+def dropped(rate, x, seed=0, training=True):
+    return keras.ops.convert_to_numpy(kd.models.GlobalBatchDropout(rate, seed=seed)(x, training=training))
+
+
+def test_global_batch_dropout_zeroes_the_rate_of_units_and_keeps_the_mean():
+    rate = 0.3
+    out = dropped(rate, np.ones((64, 32, 32, 4), "float32"))  # 262,144 units: the rate's standard error is 0.0009
+    assert abs(np.mean(out == 0) - rate) < 0.005
+    np.testing.assert_allclose(out[out != 0], 1.0 / (1.0 - rate), rtol=1e-6)  # inverted dropout: survivors scaled
+    assert abs(np.mean(out) - 1.0) < 0.01
+
+
+def test_global_batch_dropout_is_the_identity_at_inference_and_at_rate_zero():
+    x = np.random.default_rng(0).standard_normal((4, 8, 8, 2)).astype("float32")
+    np.testing.assert_array_equal(dropped(0.5, x, training=False), x)
+    np.testing.assert_array_equal(dropped(0.5, x, training=None), x)
+    np.testing.assert_array_equal(dropped(0.0, x, training=True), x)
+
+
+def test_global_batch_dropout_on_one_device_drops_what_keras_dropout_drops():
+    # The same mask from the same seed state: a run resumed from a file of an older version keeps its masks.
+    x = np.random.default_rng(1).standard_normal((4, 8, 8, 2)).astype("float32")
+    ours = dropped(0.4, x, seed=7)
+    theirs = keras.ops.convert_to_numpy(keras.layers.Dropout(0.4, seed=7)(x, training=True))
+    np.testing.assert_array_equal(ours == 0, theirs == 0)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+
+
+def test_global_batch_dropout_config_round_trips_and_rejects_bad_rates():
+    layer = kd.models.GlobalBatchDropout(0.25, seed=3, name="drop")
+    restored = kd.models.GlobalBatchDropout.from_config(layer.get_config())
+    assert (restored.rate, restored.seed, restored.name) == (0.25, 3, "drop")
+    x = np.ones((2, 16), "float32")
+    np.testing.assert_array_equal(layer(x, training=True), restored(x, training=True))  # same seed, same mask
+    with pytest.raises(ValueError, match=r"rate.*\[0, 1\).*1\.0"):
+        kd.models.GlobalBatchDropout(1.0)

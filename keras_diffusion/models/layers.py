@@ -5,6 +5,8 @@ import math
 import keras
 from keras import layers, ops
 
+from keras_diffusion.backend import draw_for_global_batch
+
 
 @keras.saving.register_keras_serializable(package="keras_diffusion")
 class SinusoidalEmbedding(layers.Layer):
@@ -43,12 +45,75 @@ class SinusoidalEmbedding(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_diffusion")
+class GlobalBatchDropout(layers.Layer):
+    """Inverted dropout whose mask is drawn for the global batch, as one device draws it.
+
+    Keras' `Dropout` draws a mask of `inputs`' shape, this replica's rows
+    only. Under `tf.distribute` every replica has the same seed state, so every
+    replica would drop the same units for different examples. This layer draws the
+    mask with `draw_for_global_batch`, so with data parallelism each example
+    gets the mask a single device would give it. On one device (and on JAX)
+    the mask is the one `keras.layers.Dropout` draws from the same seed state.
+
+    Args:
+        rate: fraction of the units to drop, in [0, 1).
+        seed: seed of the mask; None for a random one.
+
+    Call args:
+        inputs: a tensor whose first axis is the batch.
+        training: drops units only when truthy.
+
+    Returns:
+        `inputs` with each unit zeroed with probability `rate` and the rest
+        scaled by 1 / (1 - rate), so the expected value is unchanged;
+        `inputs` itself at inference or when `rate` is 0.
+
+    Example:
+    >>> dropout = GlobalBatchDropout(0.5, seed=0)
+    >>> tuple(dropout(keras.ops.ones((2, 3)), training=True).shape)
+    (2, 3)
+    >>> float(keras.ops.sum(dropout(keras.ops.ones((2, 3)))))
+    6.0
+    """
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"`rate` must be in [0, 1); received rate={rate}.")
+        self.rate = rate
+        self.seed = seed
+        # As keras.layers.Dropout: no seed generator at rate 0, so seed states saved by U-Nets built on Dropout restore.
+        if rate > 0:
+            self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0:
+            return inputs
+        # keras.random.dropout of ones is the mask with its 1 / (1 - rate) scale, drawn as Dropout draws it.
+        mask = draw_for_global_batch(
+            lambda n: keras.random.dropout(
+                ops.ones((n,) + tuple(ops.shape(inputs)[1:]), dtype=inputs.dtype), self.rate, seed=self.seed_generator
+            ),
+            ops.shape(inputs)[0],
+        )
+        return inputs * mask
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="keras_diffusion")
 class ResidualBlock(layers.Layer):
     """GroupNorm → SiLU → conv, plus the projected time embedding, twice, with a skip.
 
     Args:
         filters: output channels.
-        dropout: dropout rate before the second convolution.
+        dropout: dropout rate before the second convolution; the mask is
+            drawn for the global batch (`GlobalBatchDropout`).
         norm_groups: groups of the GroupNormalization layers.
 
     Call args:
@@ -69,7 +134,7 @@ class ResidualBlock(layers.Layer):
         self.conv1 = layers.Conv2D(filters, 3, padding="same")
         self.embedding_projection = layers.Dense(filters)
         self.norm2 = layers.GroupNormalization(norm_groups, epsilon=1e-5)
-        self.dropout_layer = layers.Dropout(dropout)
+        self.dropout_layer = GlobalBatchDropout(dropout)
         # Zero-initialised so that every block starts as the identity (DDPM's zero_module).
         self.conv2 = layers.Conv2D(filters, 3, padding="same", kernel_initializer="zeros")
         self.shortcut = None
@@ -81,6 +146,7 @@ class ResidualBlock(layers.Layer):
         self.embedding_projection.build(embedding_shape)
         hidden_shape = tuple(x_shape[:-1]) + (self.filters,)
         self.norm2.build(hidden_shape)
+        self.dropout_layer.build(hidden_shape)
         self.conv2.build(hidden_shape)
         if x_shape[-1] != self.filters:
             self.shortcut = layers.Conv2D(self.filters, 1)
