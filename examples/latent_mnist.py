@@ -209,6 +209,8 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     images, labels = kd.datasets.load("mnist", split="train", data_dir=args.data_dir, limit=args.limit or None)
     test_images, _ = kd.datasets.load("mnist", split="test", data_dir=args.data_dir, limit=max(args.fid_samples, 1000))
+    if args.fid_samples:
+        kd.metrics.resolve_weights_path()  # fails now, with the offline remedy, rather than after training
     pixel_model = keras.models.load_model(args.pixel_model) if args.pixel_model else None
     num_classes = pixel_model.num_classes if pixel_model is not None else None
     autoencoder, latent_unet, pixel_unet = build_models(args.quick, num_classes)

@@ -7,6 +7,7 @@ The network tests need the offline weights: `$KERAS_DIFFUSION_FID_WEIGHTS`
 import os
 import pathlib
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -143,6 +144,21 @@ def test_missing_torch_error_names_both_remedies_before_downloading(tmp_path, mo
         inception_weights.resolve_weights_path()
     assert inception_weights.WEIGHTS_ENV_VAR in str(error.value)
     assert not any(tmp_path.rglob("*.pt"))
+
+
+def test_failed_download_error_names_the_offline_remedy(tmp_path, monkeypatch):
+    monkeypatch.delenv(inception_weights.WEIGHTS_ENV_VAR, raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))  # importable; never reached
+
+    def no_network(*args, **kwargs):
+        raise Exception("URL fetch failure: Name or service not known")
+
+    monkeypatch.setattr(inception_weights.keras.utils, "get_file", no_network)
+    with pytest.raises(RuntimeError, match=inception_weights.WEIGHTS_ENV_VAR) as error:
+        inception_weights.resolve_weights_path()
+    assert "Name or service not known" in str(error.value)
+    assert not any(tmp_path.rglob("*.npz"))
 
 
 def test_torchscript_parameter_names_map_to_npz_layout():

@@ -108,6 +108,8 @@ def download_and_convert_weights(destination: str | None = None) -> str:
     Raises:
         ImportError: when PyTorch, which reads TorchScript, is not installed.
             Checked before anything is downloaded.
+        RuntimeError: when the download fails (no network); the message
+            names the offline remedy.
 
     Example:
     >>> download_and_convert_weights()  # doctest: +SKIP
@@ -123,12 +125,19 @@ def download_and_convert_weights(destination: str | None = None) -> str:
             f"{WEIGHTS_ENV_VAR} to the path of an already converted "
             f"'{CONVERTED_FILENAME}'."
         ) from error
-    torchscript_path = keras.utils.get_file(
-        fname=TORCHSCRIPT_FILENAME,
-        origin=TORCHSCRIPT_URL,
-        cache_dir=keras_home(),
-        cache_subdir=CACHE_SUBDIR,
-    )
+    try:
+        torchscript_path = keras.utils.get_file(
+            fname=TORCHSCRIPT_FILENAME,
+            origin=TORCHSCRIPT_URL,
+            cache_dir=keras_home(),
+            cache_subdir=CACHE_SUBDIR,
+        )
+    except Exception as error:  # keras.utils.get_file raises a bare Exception for network errors
+        raise RuntimeError(
+            f"Could not download the FID Inception weights from {TORCHSCRIPT_URL} ({error}). "
+            f"Without a network, set {WEIGHTS_ENV_VAR} to the path of a converted '{CONVERTED_FILENAME}' "
+            f"(or place it at {destination})."
+        ) from error
     module = torch.jit.load(torchscript_path, map_location="cpu").eval()
     state = {name: tensor.detach().cpu().numpy() for name, tensor in module.state_dict().items()}
     save_npz_atomically(destination, torchscript_state_to_npz_layout(state))
