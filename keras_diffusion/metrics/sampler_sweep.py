@@ -16,6 +16,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from keras_diffusion import samplers as sampler_registry
 from keras_diffusion.metrics.atomic_files import write_bytes_atomically
@@ -215,7 +216,7 @@ def plot_fid_versus_nfe(points: Sequence[SweepPoint], title: str | None = None) 
     >>> png[:4]
     b'\\x89PNG'
     """
-    figure = Figure(figsize=(6, 4), dpi=120)
+    figure = Figure(figsize=(7, 4), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
     for name in dict.fromkeys(point.sampler for point in points):
@@ -223,10 +224,15 @@ def plot_fid_versus_nfe(points: Sequence[SweepPoint], title: str | None = None) 
         axes.plot(*zip(*line), marker="o", label=name)
     sizes = sorted({p.num_samples for p in points})
     axes.set_xscale("log")
+    nfes = [p.nfe for p in points]
+    ticks = [v for v in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000) if min(nfes) / 1.1 <= v <= max(nfes) * 1.1]
+    axes.set_xticks(ticks if len(ticks) >= 2 else sorted(set(nfes)))  # plain numbers, not 2×10¹
+    axes.xaxis.set_major_formatter(ScalarFormatter())
+    axes.xaxis.set_minor_formatter(NullFormatter())
     axes.set_xlabel("network evaluations per image (NFE)")
     axes.set_ylabel(f"FID (N = {', '.join(map(str, sizes))})")
     axes.grid(alpha=0.3, which="both")
-    axes.legend()
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: never over a point
     if title:
         axes.set_title(title)
     figure.tight_layout()
