@@ -140,7 +140,10 @@ def train_diffusion(model, images, labels, args, name):
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
     meter = ThroughputMeter(args.batch_size)
     start = time.perf_counter()
-    model.fit(images, labels if model.num_classes is not None else None, batch_size=args.batch_size, epochs=args.epochs, shuffle=True, callbacks=[meter], verbose=2)
+    model.fit(
+        images, _labels_for(model, labels), batch_size=args.batch_size, epochs=args.epochs, shuffle=True,
+        callbacks=[meter], verbose=2,
+    )  # fmt: skip
     seconds = time.perf_counter() - start
     print(f"{name}: {model.denoiser.count_params():,} params, {meter.images_per_second:.1f} img/s, {seconds:.0f} s in fit")
     return {"denoiser_params": model.denoiser.count_params(), "train_img_per_s": meter.images_per_second, "fit_seconds": seconds}
