@@ -21,7 +21,8 @@ for these cases (`--only` keeps the cases whose name contains one of its words):
 3x3 convolutions at the probe net's sizes (Keras Conv2D channels-last, the
 same with channels-first, and an im2col matmul), 1x1 convolutions (Conv2D
 against a matmul with the same kernel, as ResidualBlock's shortcut computes
-it), GroupNormalization (Keras' layer against a one-pass E[x], E[x²] version),
+it), GroupNormalization (Keras' layer, a one-pass E[x], E[x²] version, and
+`kd.models.GroupNormalization` with its hand-written gradient, which the U-Net uses),
 SiLU, the attention block, two residual blocks, the time embedding and the
 whole U-Net ("unet"),
 where `fwd` is one forward call and `fwd+bwd` one call of the gradient of
@@ -131,6 +132,8 @@ def build_cases(batch, only):
             *layer_case(layers.GroupNormalization(8, epsilon=1e-5), [(b, size, size, channels)]))  # fmt: skip
         _, params, inputs = layer_case(layers.GroupNormalization(8, epsilon=1e-5), [(b, size, size, channels)])
         add(f"groupnorm hand {size}x{size}x{channels}", hand_group_norm(8), params, inputs)
+        add(f"groupnorm ours {size}x{size}x{channels}",
+            *layer_case(kd.models.GroupNormalization(8, epsilon=1e-5), [(b, size, size, channels)]))  # fmt: skip
     add("silu 28x28x32", lambda params, x: ops.silu(x), [], [np.ones((b, 28, 28, 32), "float32")])
     attention_flops = 2 * b * 49 * 64 * 64 * 4 + 2 * 2 * b * 49 * 49 * 64
     add("attention block 7x7x64", *layer_case(AttentionBlock(norm_groups=8), [(b, 7, 7, 64)]), attention_flops)
@@ -225,7 +228,7 @@ def main():
     backend = keras.backend.backend()
     mode = {"jax": "jax.jit", "tensorflow": "tf.function" + (" + XLA" if args.tf_xla else " (no XLA)")}[backend]
     print(f"backend  {backend}, {mode}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
-    print(f"machine  {platform.machine()}, {os.cpu_count()} CPUs; batch {args.batch}")
+    print(f"machine  {platform.machine()}, {len(os.sched_getaffinity(0))} CPUs usable; batch {args.batch}")
     print(f"{'case':38s} {'fwd ms':>9s} {'GFLOP/s':>8s} {'fwd+bwd ms':>11s} {'GFLOP/s':>8s}")
     for name, function, params, inputs, const, flops in build_cases(args.batch, args.only):
         params = [ops.convert_to_tensor(p) for p in params]

@@ -1,6 +1,7 @@
 """Denoiser networks."""
 
 from keras_diffusion.models.layers import AttentionBlock, GlobalBatchDropout, ResidualBlock, SinusoidalEmbedding
+from keras_diffusion.models.normalization import GroupNormalization, group_normalization
 from keras_diffusion.models.unet import UNet
 from keras_diffusion.models.ardm import ARDM, ARDMNetwork
 from keras_diffusion.models.autoencoder import AutoencoderKL

@@ -18,6 +18,7 @@ from keras import layers, ops
 
 from keras_diffusion.backend import compile_function, draw_for_global_batch, mean_over_global_batch
 from keras_diffusion.models.layers import ResidualBlock, SinusoidalEmbedding
+from keras_diffusion.models.normalization import GroupNormalization
 from keras_diffusion.own_loss import OwnLossModel
 from keras_diffusion.seed_states import SavesSeedStates
 
@@ -166,7 +167,7 @@ class ARDMNetwork(keras.Model):
         x = layers.Conv2D(filters, 3, padding="same", name="conv_in")(features)
         for block in range(num_blocks):
             x = ResidualBlock(filters, norm_groups=norm_groups, name=f"res_{block}")([x, embedding])
-        x = layers.GroupNormalization(norm_groups, epsilon=1e-5, name="norm_out")(x)
+        x = GroupNormalization(norm_groups, epsilon=1e-5, name="norm_out")(x)
         x = layers.Activation("silu", name="silu_out")(x)
         logits = layers.Conv2D(
             image_shape[-1] * num_levels, 1, kernel_initializer="zeros", name="conv_out"

@@ -10,6 +10,7 @@ from keras import layers, ops
 
 from keras_diffusion.backend import draw_for_global_batch, mean_over_global_batch
 from keras_diffusion.models.autoencoder_layers import ConvResidualBlock, Downsample, SpatialSelfAttention, Upsample
+from keras_diffusion.models.normalization import GroupNormalization
 from keras_diffusion.own_loss import OwnLossModel
 from keras_diffusion.seed_states import SavesSeedStates
 
@@ -285,7 +286,7 @@ def build_encoder(image_shape, widths, num_res_blocks, latent_channels, norm_gro
         if level < len(widths) - 1:
             x = Downsample(width, name=f"down_{level}_downsample")(x)
     x = _mid_block(x, widths[-1], norm_groups, mid_attention, epsilon)
-    x = layers.GroupNormalization(norm_groups, epsilon=epsilon, name="conv_norm_out")(x)
+    x = GroupNormalization(norm_groups, epsilon=epsilon, name="conv_norm_out")(x)
     x = layers.Activation("silu", name="silu_out")(x)
     x = layers.Conv2D(2 * latent_channels, 3, padding="same", name="conv_out")(x)
     outputs = layers.Conv2D(2 * latent_channels, 1, name="quant_conv")(x)
@@ -303,7 +304,7 @@ def build_decoder(latent_shape, image_channels, widths, num_res_blocks, norm_gro
             x = ConvResidualBlock(widths[level], norm_groups, epsilon, name=f"up_{up_index}_res_{block}")(x)
         if level > 0:
             x = Upsample(widths[level], name=f"up_{up_index}_upsample")(x)
-    x = layers.GroupNormalization(norm_groups, epsilon=epsilon, name="conv_norm_out")(x)
+    x = GroupNormalization(norm_groups, epsilon=epsilon, name="conv_norm_out")(x)
     x = layers.Activation("silu", name="silu_out")(x)
     outputs = layers.Conv2D(image_channels, 3, padding="same", name="conv_out")(x)
     return keras.Model(inputs, outputs, name="decoder")

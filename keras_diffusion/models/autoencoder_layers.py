@@ -11,6 +11,8 @@ import math
 import keras
 from keras import layers, ops
 
+from keras_diffusion.models.normalization import GroupNormalization
+
 
 @keras.saving.register_keras_serializable(package="keras_diffusion")
 class ConvResidualBlock(layers.Layer):
@@ -31,9 +33,9 @@ class ConvResidualBlock(layers.Layer):
         self.filters = int(filters)
         self.norm_groups = int(norm_groups)
         self.epsilon = float(epsilon)
-        self.norm1 = layers.GroupNormalization(norm_groups, epsilon=epsilon, name="norm1")
+        self.norm1 = GroupNormalization(norm_groups, epsilon=epsilon, name="norm1")
         self.conv1 = layers.Conv2D(filters, 3, padding="same", name="conv1")
-        self.norm2 = layers.GroupNormalization(norm_groups, epsilon=epsilon, name="norm2")
+        self.norm2 = GroupNormalization(norm_groups, epsilon=epsilon, name="norm2")
         self.conv2 = layers.Conv2D(filters, 3, padding="same", name="conv2")
         self.conv_shortcut = None
 
@@ -77,7 +79,7 @@ class SpatialSelfAttention(layers.Layer):
         super().__init__(**kwargs)
         self.norm_groups = int(norm_groups)
         self.epsilon = float(epsilon)
-        self.group_norm = layers.GroupNormalization(norm_groups, epsilon=epsilon, name="group_norm")
+        self.group_norm = GroupNormalization(norm_groups, epsilon=epsilon, name="group_norm")
 
     def build(self, input_shape):
         channels = input_shape[-1]

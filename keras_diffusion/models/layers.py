@@ -6,6 +6,7 @@ import keras
 from keras import layers, ops
 
 from keras_diffusion.backend import draw_for_global_batch
+from keras_diffusion.models.normalization import GroupNormalization
 
 
 @keras.saving.register_keras_serializable(package="keras_diffusion")
@@ -130,10 +131,10 @@ class ResidualBlock(layers.Layer):
         self.filters = filters
         self.dropout = dropout
         self.norm_groups = norm_groups
-        self.norm1 = layers.GroupNormalization(norm_groups, epsilon=1e-5)
+        self.norm1 = GroupNormalization(norm_groups, epsilon=1e-5)
         self.conv1 = layers.Conv2D(filters, 3, padding="same")
         self.embedding_projection = layers.Dense(filters)
-        self.norm2 = layers.GroupNormalization(norm_groups, epsilon=1e-5)
+        self.norm2 = GroupNormalization(norm_groups, epsilon=1e-5)
         self.dropout_layer = GlobalBatchDropout(dropout)
         # Zero-initialised so that every block starts as the identity (DDPM's zero_module).
         self.conv2 = layers.Conv2D(filters, 3, padding="same", kernel_initializer="zeros")
@@ -203,7 +204,7 @@ class AttentionBlock(layers.Layer):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.norm_groups = norm_groups
-        self.norm = layers.GroupNormalization(norm_groups, epsilon=1e-5)
+        self.norm = GroupNormalization(norm_groups, epsilon=1e-5)
 
     def build(self, input_shape):
         channels = input_shape[-1]

@@ -6,6 +6,7 @@ import keras
 from keras import layers, ops
 
 from keras_diffusion.models.layers import AttentionBlock, ResidualBlock, SinusoidalEmbedding
+from keras_diffusion.models.normalization import GroupNormalization
 
 
 @keras.saving.register_keras_serializable(package="keras_diffusion")
@@ -112,7 +113,7 @@ class UNet(keras.Model):
                 x = layers.UpSampling2D(2, interpolation="nearest", name=f"up_{level}_upsample")(x)
                 x = layers.Conv2D(widths[level], 3, padding="same", name=f"up_{level}_upsample_conv")(x)
 
-        x = layers.GroupNormalization(norm_groups, epsilon=1e-5, name="norm_out")(x)
+        x = GroupNormalization(norm_groups, epsilon=1e-5, name="norm_out")(x)
         x = layers.Activation("silu", name="silu_out")(x)
         outputs = layers.Conv2D(image_shape[-1], 3, padding="same", kernel_initializer="zeros", name="conv_out")(x)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)

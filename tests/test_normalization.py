@@ -1,0 +1,141 @@
+"""kd.models.GroupNormalization: Keras' layer's values and gradients, faster; old files still load."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import tiny_unet
+
+import keras_diffusion as kd
+from keras_diffusion.models import normalization
+
+
+def value_and_gradients(function, *args):
+    """function(*args) and its gradients with respect to every arg (float32 numpy in, numpy out)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        value, grads = jax.value_and_grad(lambda *a: function(*a), argnums=tuple(range(len(args))))(*args)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.convert_to_tensor(a) for a in args]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            value = function(*tensors)
+        grads = tape.gradient(value, tensors)
+    else:
+        import torch
+
+        tensors = [torch.tensor(a, requires_grad=True) for a in args]
+        value = function(*tensors)
+        grads = torch.autograd.grad(value, tensors)
+    return keras.ops.convert_to_numpy(value), [keras.ops.convert_to_numpy(g) for g in grads]
+
+
+def two_layers(shape, groups, seed=0):
+    """Keras' GroupNormalization and ours, built for `shape`, with the same random gamma and beta."""
+    rng = np.random.default_rng(seed)
+    gamma, beta = rng.normal(1, 0.3, shape[-1:]).astype("float32"), rng.normal(0, 0.3, shape[-1:]).astype("float32")
+    pair = []
+    for cls in (keras.layers.GroupNormalization, kd.models.GroupNormalization):
+        layer = cls(groups, epsilon=1e-5)
+        layer.build(shape)
+        layer.set_weights([gamma, beta])
+        pair.append(layer)
+    return pair
+
+
+SHAPES = [(3, 6, 6, 8), (2, 10, 12), (2, 3, 4, 4, 8)]  # images, sequences, volumes; channels last
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_outputs_equal_keras_group_normalization(shape):
+    keras_layer, ours = two_layers(shape, groups=4)
+    # A large mean and a small spread: a one-pass E[x²] - E[x]² variance would lose digits here.
+    x = np.random.default_rng(1).normal(30.0, 0.5, shape).astype("float32")
+    expected, got = keras.ops.convert_to_numpy(keras_layer(x)), keras.ops.convert_to_numpy(ours(x))
+    np.testing.assert_allclose(got, expected, atol=2e-4)
+    np.testing.assert_allclose(got.std(), expected.std(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_gradients_equal_those_of_keras_group_normalization(shape):
+    keras_layer, ours = two_layers(shape, groups=4)
+    rng = np.random.default_rng(2)
+    x = rng.normal(2.0, 1.5, shape).astype("float32")
+    weights = rng.normal(0, 1, shape).astype("float32")  # a loss whose gradient is not uniform
+    gamma, beta = (keras.ops.convert_to_numpy(v) for v in keras_layer.weights)
+
+    def loss(layer):
+        return lambda x, gamma, beta: keras.ops.sum(layer.stateless_call([gamma, beta], [], x)[0] ** 2 * weights)
+
+    expected_value, expected = value_and_gradients(loss(keras_layer), x, gamma, beta)
+    value, got = value_and_gradients(loss(ours), x, gamma, beta)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-5)
+    for name, g, e in zip(("x", "gamma", "beta"), got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * np.abs(e).max(), err_msg=f"d loss / d {name}")
+
+
+def test_each_group_is_normalised_to_zero_mean_and_unit_variance():
+    x = keras.random.normal((2, 5, 5, 6), mean=4.0, stddev=3.0, seed=0)
+    y = keras.ops.convert_to_numpy(normalization.group_normalization(x, np.ones(6, "float32"), np.zeros(6, "float32"), 3, 1e-6))
+    grouped = y.reshape(2, 25, 3, 2)
+    np.testing.assert_allclose(grouped.mean(axis=(1, 3)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(grouped.var(axis=(1, 3)), 1.0, rtol=1e-4)
+
+
+def test_mixed_bfloat16_computes_statistics_in_float32_and_returns_bfloat16():
+    x = np.random.default_rng(3).normal(1.0, 2.0, (2, 4, 4, 8)).astype("float32")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        keras_layer, ours = two_layers(x.shape, groups=2)
+        expected, got = keras_layer(x), ours(x)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert keras.backend.standardize_dtype(got.dtype) == "bfloat16"
+    assert {v.dtype for v in ours.weights} == {"float32"}
+    expected = keras.ops.convert_to_numpy(keras.ops.cast(expected, "float32"))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.cast(got, "float32")), expected, atol=0.02)
+
+
+def test_other_configurations_use_keras_code():
+    # Channels first and no learned offset: Keras' own path, the same values as Keras' layer.
+    x = np.random.default_rng(4).normal(0, 1, (2, 8, 4, 8)).astype("float32")
+    for kwargs in ({"axis": 1}, {"center": False}):
+        ours, reference = kd.models.GroupNormalization(4, **kwargs), keras.layers.GroupNormalization(4, **kwargs)
+        assert not ours._uses_closed_form_gradient(x)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(reference(x)), atol=1e-5)
+
+
+def test_config_round_trips_through_serialization():
+    layer = kd.models.GroupNormalization(4, epsilon=1e-3, name="norm")
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(restored) is kd.models.GroupNormalization
+    assert restored.get_config() == layer.get_config()
+
+
+def test_a_unet_saved_with_keras_group_normalization_loads_with_the_same_outputs(tmp_path, monkeypatch):
+    # Files written before the U-Net used this layer hold Keras' GroupNormalization in their blocks.
+    from keras_diffusion.models import layers, unet
+
+    monkeypatch.setattr(layers, "GroupNormalization", keras.layers.GroupNormalization)
+    monkeypatch.setattr(unet, "GroupNormalization", keras.layers.GroupNormalization)
+    old = tiny_unet()
+    assert not any(isinstance(layer, kd.models.GroupNormalization) for layer in _all_layers(old))
+    path = str(tmp_path / "old_unet.keras")
+    old.save(path)
+    monkeypatch.undo()
+
+    loaded = keras.saving.load_model(path)
+    rng = np.random.default_rng(5)
+    inputs = [rng.normal(0, 1, (2, 8, 8, 1)).astype("float32"), np.array([3.0, 700.0], "float32"), np.array([0, 2], "int32")]
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(inputs)), keras.ops.convert_to_numpy(old(inputs)), rtol=1e-4, atol=1e-5
+    )
+    assert any(isinstance(layer, kd.models.GroupNormalization) for layer in _all_layers(loaded))
+
+
+def _all_layers(model):
+    return list(model._flatten_layers(include_self=False, recursive=True))
