@@ -1,7 +1,11 @@
 """keras_diffusion: diffusion models for Keras 3 on TensorFlow and JAX."""
 
-from keras_diffusion import callbacks, datasets, metrics, models, noise, predictions, samplers, schedules
-from keras_diffusion.diffusion_model import DiffusionModel
-from keras_diffusion.latent_diffusion_model import LatentDiffusionModel
+from keras_diffusion.backend import use_multithreaded_xla_cpu_convolutions
+
+use_multithreaded_xla_cpu_convolutions()  # before anything runs on JAX; see its docstring
+
+from keras_diffusion import callbacks, datasets, metrics, models, noise, predictions, samplers, schedules  # noqa: E402
+from keras_diffusion.diffusion_model import DiffusionModel  # noqa: E402
+from keras_diffusion.latent_diffusion_model import LatentDiffusionModel  # noqa: E402
 
 __version__ = "0.1.0"

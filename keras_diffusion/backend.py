@@ -1,12 +1,75 @@
 """The one place where keras_diffusion looks at the Keras backend.
 
 Everything else is written with `keras.ops` and `keras.random`; only turning a
-pure function into a compiled one differs between backends.
+pure function into a compiled one, the replicas of a data-parallel step, and
+one XLA:CPU setting differ between backends.
 """
 
-from collections.abc import Callable
+import importlib.metadata
+import os
+import re
+from collections.abc import Callable, MutableMapping
 
 import keras
+
+# The XLA:CPU option that sends convolutions to Eigen instead of YNNPACK, and the jaxlib releases
+# whose XLA knows it and its value (read from the 0.8.1-0.10.2 wheels: 0.8.1 lacks the value). XLA
+# aborts the process on an unknown flag or value, so it is set only where it is known to exist.
+XLA_CPU_CONVOLUTION_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+_FLAG_JAXLIB_RANGE = ((0, 8, 2), (0, 10, 2))
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(0, 10, 2) for "0.10.2", "0.10.2.dev1" or "0.10.2+cuda"; () without three leading numbers."""
+    match = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    return tuple(int(part) for part in match.groups()) if match else ()
+
+
+def use_multithreaded_xla_cpu_convolutions(
+    environ: MutableMapping[str, str] = os.environ, jaxlib_version: str | None = None
+) -> bool:
+    """Makes XLA:CPU run convolutions on all cores (JAX backend; called on import).
+
+    Since jaxlib 0.8 XLA:CPU hands single convolutions to YNNPACK, which runs
+    each on one thread: on a 2-core CPU the U-Net's convolutions ran no faster
+    than on one core, and JAX trained 2.2x slower than TensorFlow. With
+    `XLA_CPU_CONVOLUTION_FLAG` XLA uses its multithreaded Eigen convolutions
+    instead (the probe U-Net's training step 1.5x faster on 2 cores, unchanged
+    on one; `docs/benchmarks.md`). The flag is added to `XLA_FLAGS` only when
+    the Keras backend is JAX, the installed jaxlib is one whose XLA knows the
+    flag (XLA aborts on an unknown one) and `XLA_FLAGS` does not set
+    `xla_cpu_experimental_ynn_fusion_type` already (yours wins). It takes
+    effect if JAX has not run anything yet in this process, the case when
+    `keras_diffusion` is imported before any JAX computation. It changes
+    nothing on GPUs or TPUs.
+
+    Args:
+        environ: the environment to change (`os.environ`).
+        jaxlib_version: the installed jaxlib's version; None to look it up.
+
+    Returns:
+        Whether the flag was added.
+
+    Example:
+    >>> environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    >>> use_multithreaded_xla_cpu_convolutions(environ, jaxlib_version="0.10.2") == (keras.backend.backend() == "jax")
+    True
+    """
+    if keras.backend.backend() != "jax":
+        return False
+    flags = environ.get("XLA_FLAGS", "")
+    if "xla_cpu_experimental_ynn_fusion_type" in flags:
+        return False
+    if jaxlib_version is None:
+        try:
+            jaxlib_version = importlib.metadata.version("jaxlib")
+        except importlib.metadata.PackageNotFoundError:
+            return False
+    lowest, highest = _FLAG_JAXLIB_RANGE
+    if not lowest <= _release(jaxlib_version) <= highest:
+        return False
+    environ["XLA_FLAGS"] = f"{flags} {XLA_CPU_CONVOLUTION_FLAG}".strip()
+    return True
 
 
 def compile_function(function: Callable, jit_compile: bool | str = "auto") -> Callable:

@@ -1,0 +1,49 @@
+"""keras_diffusion.backend: the XLA:CPU convolution flag is set only where it is known and wanted."""
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+
+from keras_diffusion import backend
+
+ON_JAX = keras.backend.backend() == "jax"
+
+
+@pytest.mark.parametrize("version", ["0.8.2", "0.9.0.1", "0.10.2", "0.10.2.dev20260101+cuda"])
+def test_the_flag_is_added_on_jax_for_jaxlib_releases_that_know_it(version):
+    environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    assert backend.use_multithreaded_xla_cpu_convolutions(environ, jaxlib_version=version) is ON_JAX
+    expected = f"--xla_force_host_platform_device_count=2 {backend.XLA_CPU_CONVOLUTION_FLAG}"
+    assert environ["XLA_FLAGS"] == (expected if ON_JAX else "--xla_force_host_platform_device_count=2")
+
+
+@pytest.mark.parametrize("version", ["0.4.26", "0.8.1", "0.10.3", "1.0", "0.11rc1", ""])
+def test_jaxlib_releases_not_checked_for_the_flag_get_nothing(version):
+    # XLA aborts the process on a flag or value it does not know; 0.8.1 has the flag but not the value.
+    environ = {}
+    assert backend.use_multithreaded_xla_cpu_convolutions(environ, jaxlib_version=version) is False
+    assert environ == {}
+
+
+def test_a_ynn_setting_of_the_users_own_is_kept():
+    environ = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"}
+    assert backend.use_multithreaded_xla_cpu_convolutions(environ, jaxlib_version="0.10.2") is False
+    assert environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"
+
+
+def test_importing_keras_diffusion_sets_the_flag_on_jax_only():
+    environ = {name: value for name, value in os.environ.items() if name != "XLA_FLAGS"}
+    environ["KERAS_BACKEND"] = keras.backend.backend()
+    script = "import os, keras_diffusion; print(os.environ.get('XLA_FLAGS', ''))"
+    flags = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True, check=True)
+    try:
+        lowest, highest = backend._FLAG_JAXLIB_RANGE
+        known = lowest <= backend._release(importlib.metadata.version("jaxlib")) <= highest
+    except importlib.metadata.PackageNotFoundError:
+        known = False
+    assert flags.stdout.strip() == (backend.XLA_CPU_CONVOLUTION_FLAG if ON_JAX and known else "")
+
