@@ -54,7 +54,9 @@ def best_seconds(function, number=5, repeats=3):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--dtype-policy", default="float32", help="Keras dtype policy, e.g. mixed_bfloat16")
     args = parser.parse_args()
+    keras.config.set_dtype_policy(args.dtype_policy)
 
     unet = probe_unet()
     model = kd.DiffusionModel(unet, seed=0)
@@ -104,7 +106,7 @@ def main():
         for name, case in cases.items():
             times[name].append(best_seconds(case))
     print(f"{keras.backend.backend()}, batch {args.batch}, {unet.count_params():,} params, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")  # fmt: skip
+          f"{len(os.sched_getaffinity(0))} CPUs, {args.dtype_policy}, load {os.getloadavg()[0]:.1f}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")  # fmt: skip
     for name, values in times.items():
         seconds = min(values)
         print(f"{name:12s} {1000 * seconds:8.0f} ms  {args.batch / seconds:7.1f} img/s")

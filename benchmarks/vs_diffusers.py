@@ -12,7 +12,9 @@ stride-2 convolutions down, nearest-neighbour upsampling and a 3×3 convolution
 up), so their parameter counts match; both are printed. Both train the same
 way: images mapped to [-1, 1], t uniform over 1000 steps of the linear β
 schedule (1e-4 to 0.02), ε-prediction with mean-square loss, Adam(2e-4), no
-EMA unless `--ema` (then 0.999 on both). Ours is `DiffusionModel.train_on_batch`
+EMA unless `--ema` (then 0.999 on both), float32 unless `--dtype-policy
+mixed_bfloat16` (then ours under that Keras policy, diffusers' forward pass
+under `torch.autocast` to bfloat16; the matmul peak stays float32's). Ours is `DiffusionModel.train_on_batch`
 on the Keras backend in use (`--jit-compile` as in `compile`); diffusers' is the
 usual eager PyTorch loop (`DDPMScheduler.add_noise`, `loss.backward()`,
 `optimizer.step()`), with OMP_WAIT_POLICY=PASSIVE unless set (torch's OpenMP
@@ -89,12 +91,13 @@ def build_diffusers(image_shape, widths, num_res_blocks, norm_groups):
 class DiffusersTrainer:
     """diffusers' training step: ε-MSE on DDPMScheduler-noised images, Adam."""
 
-    def __init__(self, unet, ema: bool):
+    def __init__(self, unet, ema: bool, bfloat16: bool = False):
         import torch
         from diffusers import DDPMScheduler
 
         self.torch = torch
         self.unet = unet
+        self.bfloat16 = bfloat16
         self.scheduler = DDPMScheduler(num_train_timesteps=TIMESTEPS, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
         self.optimizer = torch.optim.Adam(unet.parameters(), lr=LEARNING_RATE)
         self.ema = None
@@ -108,8 +111,10 @@ class DiffusersTrainer:
         x0 = images * 2.0 - 1.0
         noise = torch.randn_like(x0)
         t = torch.randint(0, TIMESTEPS, (x0.shape[0],))
-        prediction = self.unet(self.scheduler.add_noise(x0, noise, t), t).sample
-        return torch.nn.functional.mse_loss(prediction, noise)
+        # mixed_bfloat16's counterpart: autocast computes the network in bfloat16, the weights stay float32.
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bfloat16):
+            prediction = self.unet(self.scheduler.add_noise(x0, noise, t), t).sample
+        return torch.nn.functional.mse_loss(prediction.float(), noise)
 
     def train_step(self, images) -> float:
         loss = self.loss(images)
@@ -166,6 +171,10 @@ def main():
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per side (compilation)")
     parser.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"])
     parser.add_argument("--ema", action="store_true", help="EMA of the weights (0.999) on both sides")
+    parser.add_argument(
+        "--dtype-policy", default="float32", choices=["float32", "mixed_bfloat16"],
+        help="ours: the Keras dtype policy; diffusers: torch.autocast to bfloat16 for mixed_bfloat16",
+    )  # fmt: skip
     parser.add_argument("--peak-size", type=int, default=2048, help="n of the n x n matmuls for the peak")
     args = parser.parse_args()
 
@@ -185,9 +194,11 @@ def main():
     load_start = load_average()
     peaks = measured_peaks(args.peak_size)
 
+    keras.config.set_dtype_policy(args.dtype_policy)
     ours_unet, ours = build_ours(image_shape, widths, args.res_blocks, args.norm_groups, args.ema, jit)
     torch.manual_seed(0)
-    theirs = DiffusersTrainer(build_diffusers(image_shape, widths, args.res_blocks, args.norm_groups), args.ema)
+    theirs_unet = build_diffusers(image_shape, widths, args.res_blocks, args.norm_groups)
+    theirs = DiffusersTrainer(theirs_unet, args.ema, bfloat16=args.dtype_policy == "mixed_bfloat16")
     ours_params = ours_unet.count_params()
     theirs_params = sum(p.numel() for p in theirs.unet.parameters())
 
@@ -222,13 +233,14 @@ def main():
     backend_version = getattr(importlib.import_module(backend), "__version__", "")
     print(f"machine      {cpu_description()}; load average {load_start} at start, {load_average()} at end")
     print(
-        f"software     keras {versions['keras']} on {backend} {backend_version} (jit_compile={args.jit_compile}); "
+        f"software     keras {versions['keras']} on {backend} {backend_version} (jit_compile={args.jit_compile}, "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}); "
         f"torch {versions['torch']} ({torch.get_num_threads()} threads, OMP_WAIT_POLICY="
         f"{os.environ['OMP_WAIT_POLICY']}), diffusers {versions['diffusers']}"
     )
     print(
         f"task         batch {args.batch} of {args.image}, eps-MSE, linear schedule T={TIMESTEPS}, "
-        f"Adam({LEARNING_RATE:g}), EMA {'0.999' if args.ema else 'off'}"
+        f"Adam({LEARNING_RATE:g}), EMA {'0.999' if args.ema else 'off'}, {args.dtype_policy}"
     )
     print(
         f"networks     widths {widths}, {args.res_blocks} res blocks/level, attention at "
