@@ -25,8 +25,13 @@ def _release(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in match.groups()) if match else ()
 
 
+def usable_cpus() -> int:
+    """The number of CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def use_multithreaded_xla_cpu_convolutions(
-    environ: MutableMapping[str, str] = os.environ, jaxlib_version: str | None = None
+    environ: MutableMapping[str, str] = os.environ, jaxlib_version: str | None = None, cpus: int | None = None
 ) -> bool:
     """Makes XLA:CPU run convolutions on all cores (JAX backend; called on import).
 
@@ -36,9 +41,10 @@ def use_multithreaded_xla_cpu_convolutions(
     `XLA_CPU_CONVOLUTION_FLAG` XLA uses its multithreaded Eigen convolutions
     instead (the probe U-Net's training step 1.5x faster on 2 cores, unchanged
     on one; `docs/benchmarks.md`). The flag is added to `XLA_FLAGS` only when
-    the Keras backend is JAX, the installed jaxlib is one whose XLA knows the
-    flag (XLA aborts on an unknown one) and `XLA_FLAGS` does not set
-    `xla_cpu_experimental_ynn_fusion_type` already (yours wins). It takes
+    the Keras backend is JAX, the process may use more than one CPU (on one,
+    YNNPACK was as fast or up to 8 % faster), the installed jaxlib is one whose
+    XLA knows the flag (XLA aborts on an unknown one) and `XLA_FLAGS` does not
+    set `xla_cpu_experimental_ynn_fusion_type` already (yours wins). It takes
     effect if JAX has not run anything yet in this process, the case when
     `keras_diffusion` is imported before any JAX computation. It changes
     nothing on GPUs or TPUs.
@@ -46,16 +52,18 @@ def use_multithreaded_xla_cpu_convolutions(
     Args:
         environ: the environment to change (`os.environ`).
         jaxlib_version: the installed jaxlib's version; None to look it up.
+        cpus: the CPUs this process may use; None for `usable_cpus()`.
 
     Returns:
         Whether the flag was added.
 
     Example:
     >>> environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    >>> use_multithreaded_xla_cpu_convolutions(environ, jaxlib_version="0.10.2") == (keras.backend.backend() == "jax")
+    >>> added = use_multithreaded_xla_cpu_convolutions(environ, jaxlib_version="0.10.2", cpus=2)
+    >>> added == (keras.backend.backend() == "jax")
     True
     """
-    if keras.backend.backend() != "jax":
+    if keras.backend.backend() != "jax" or (usable_cpus() if cpus is None else cpus) < 2:
         return False
     flags = environ.get("XLA_FLAGS", "")
     if "xla_cpu_experimental_ynn_fusion_type" in flags:

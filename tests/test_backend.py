@@ -16,7 +16,7 @@ ON_JAX = keras.backend.backend() == "jax"
 @pytest.mark.parametrize("version", ["0.8.2", "0.9.0.1", "0.10.2", "0.10.2.dev20260101+cuda"])
 def test_the_flag_is_added_on_jax_for_jaxlib_releases_that_know_it(version):
     environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    assert backend.use_multithreaded_xla_cpu_convolutions(environ, jaxlib_version=version) is ON_JAX
+    assert backend.use_multithreaded_xla_cpu_convolutions(environ, jaxlib_version=version, cpus=2) is ON_JAX
     expected = f"--xla_force_host_platform_device_count=2 {backend.XLA_CPU_CONVOLUTION_FLAG}"
     assert environ["XLA_FLAGS"] == (expected if ON_JAX else "--xla_force_host_platform_device_count=2")
 
@@ -25,13 +25,20 @@ def test_the_flag_is_added_on_jax_for_jaxlib_releases_that_know_it(version):
 def test_jaxlib_releases_not_checked_for_the_flag_get_nothing(version):
     # XLA aborts the process on a flag or value it does not know; 0.8.1 has the flag but not the value.
     environ = {}
-    assert backend.use_multithreaded_xla_cpu_convolutions(environ, jaxlib_version=version) is False
+    assert backend.use_multithreaded_xla_cpu_convolutions(environ, jaxlib_version=version, cpus=2) is False
+    assert environ == {}
+
+
+def test_one_usable_cpu_gets_nothing():
+    # On one core YNNPACK's single-threaded convolutions are as fast as XLA's Eigen ones or faster.
+    environ = {}
+    assert backend.use_multithreaded_xla_cpu_convolutions(environ, jaxlib_version="0.10.2", cpus=1) is False
     assert environ == {}
 
 
 def test_a_ynn_setting_of_the_users_own_is_kept():
     environ = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"}
-    assert backend.use_multithreaded_xla_cpu_convolutions(environ, jaxlib_version="0.10.2") is False
+    assert backend.use_multithreaded_xla_cpu_convolutions(environ, jaxlib_version="0.10.2", cpus=2) is False
     assert environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"
 
 
@@ -45,5 +52,6 @@ def test_importing_keras_diffusion_sets_the_flag_on_jax_only():
         known = lowest <= backend._release(importlib.metadata.version("jaxlib")) <= highest
     except importlib.metadata.PackageNotFoundError:
         known = False
-    assert flags.stdout.strip() == (backend.XLA_CPU_CONVOLUTION_FLAG if ON_JAX and known else "")
+    wanted = ON_JAX and known and backend.usable_cpus() >= 2
+    assert flags.stdout.strip() == (backend.XLA_CPU_CONVOLUTION_FLAG if wanted else "")
 
