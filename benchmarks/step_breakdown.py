@@ -74,7 +74,7 @@ def main():
 
     def loss(trainable, non_trainable):
         prediction, _ = unet.stateless_call(trainable, non_trainable, [x_t, t, conditioning], training=True)
-        return ops.mean(ops.square(prediction - noise))
+        return ops.mean(ops.square(ops.cast(prediction, "float32") - noise))
 
     forward = compile_function(loss)
     if keras.backend.backend() == "jax":

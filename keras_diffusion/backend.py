@@ -37,11 +37,11 @@ def use_multithreaded_xla_cpu_convolutions(
 
     Since jaxlib 0.8 XLA:CPU hands single convolutions to YNNPACK, which runs
     each on one thread: on a 2-core CPU the U-Net's convolutions ran no faster
-    than on one core, and JAX trained 2.2x slower than TensorFlow. With
+    than on one core, and JAX trained 2.0x slower than TensorFlow. With
     `XLA_CPU_CONVOLUTION_FLAG` XLA uses its multithreaded Eigen convolutions
-    instead (the probe U-Net's training step 1.5x faster on 2 cores, unchanged
-    on one; `docs/benchmarks.md`). The flag is added to `XLA_FLAGS` only when
-    the Keras backend is JAX, the process may use more than one CPU (on one,
+    instead (the probe U-Net's training step 1.4x faster on 2 cores;
+    `docs/benchmarks.md`). The flag is added to `XLA_FLAGS` only when the
+    Keras backend is JAX, the process may use more than one CPU (on one,
     YNNPACK was as fast or up to 8 % faster), the installed jaxlib is one whose
     XLA knows the flag (XLA aborts on an unknown one) and `XLA_FLAGS` does not
     set `xla_cpu_experimental_ynn_fusion_type` already (yours wins). It takes

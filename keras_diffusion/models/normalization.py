@@ -99,6 +99,9 @@ class GroupNormalization(layers.GroupNormalization):
     (1, 4, 4, 8)
     """
 
+    def __init__(self, groups: int = 32, **kwargs):
+        super().__init__(groups=groups, **kwargs)
+
     def _uses_closed_form_gradient(self, inputs) -> bool:
         return (
             self.axis in (-1, len(inputs.shape) - 1)
