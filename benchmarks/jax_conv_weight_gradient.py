@@ -17,6 +17,7 @@ Best of 3 runs of 5 calls, after two warm-up calls; GFLOP/s counts the
 convolution's 2·MACs.
 """
 
+import argparse
 import os
 import time
 
@@ -82,6 +83,7 @@ def weight_gradient_as_convolution(x, kernel, upstream):
 
 
 def main():
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     print(f"jax {jax.__version__}, {len(os.sched_getaffinity(0))} CPUs usable, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; batch {BATCH}")
     rng = np.random.default_rng(0)
     cases = {
