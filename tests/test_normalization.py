@@ -109,6 +109,14 @@ def test_other_configurations_use_keras_code():
         np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(reference(x)), atol=1e-5)
 
 
+def test_unknown_spatial_sizes_use_keras_code_inside_a_functional_model():
+    inputs = keras.Input((None, None, 8))
+    model = keras.Model(inputs, kd.models.GroupNormalization(4)(inputs))
+    x = np.random.default_rng(6).normal(0, 1, (2, 5, 3, 8)).astype("float32")
+    reference = keras.layers.GroupNormalization(4)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), keras.ops.convert_to_numpy(reference(x)), atol=1e-5)
+
+
 def test_config_round_trips_through_serialization():
     layer = kd.models.GroupNormalization(4, epsilon=1e-3, name="norm")
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))

@@ -82,12 +82,12 @@ class GroupNormalization(layers.GroupNormalization):
 
     Same arguments, variables and results as `keras.layers.GroupNormalization`
     (to float32 rounding); for channels-last inputs with both `scale` and
-    `center` (the U-Net's case) it computes with `group_normalization`, whose hand-written gradient makes
-    about half the passes over the activations. That makes the layer 1.4-1.6×
-    faster forward and backward on TensorFlow on a CPU
-    (`benchmarks/jax_cpu_profile.py --only groupnorm`). Any other configuration
-    uses Keras' code. Statistics are computed in float32 under mixed precision,
-    as in Keras' layer.
+    `center` and known spatial sizes (the U-Net's case) it computes with
+    `group_normalization`, whose hand-written gradient makes about half the
+    passes over the activations: 1.4-1.7× faster forward and backward on
+    TensorFlow on a CPU, 1.8-3× on JAX (`benchmarks/jax_cpu_profile.py --only
+    groupnorm`). Any other configuration uses Keras' code. Statistics are
+    computed in float32 under mixed precision, as in Keras' layer.
 
     Args:
         groups: number of channel groups; must divide the channels.
@@ -106,6 +106,7 @@ class GroupNormalization(layers.GroupNormalization):
         return (
             self.axis in (-1, len(inputs.shape) - 1)
             and len(inputs.shape) >= 3
+            and None not in inputs.shape[1:]  # the group size must be known when tracing
             and self.scale
             and self.center
         )
