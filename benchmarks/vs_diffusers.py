@@ -14,8 +14,8 @@ way: images mapped to [-1, 1], t uniform over 1000 steps of the linear β
 schedule (1e-4 to 0.02), ε-prediction with mean-square loss, Adam(2e-4), no
 EMA unless `--ema` (then 0.999 on both), float32 unless `--dtype-policy
 mixed_bfloat16` (then ours under that Keras policy, diffusers' forward pass
-under `torch.autocast` to bfloat16; the matmul peak stays float32's). Ours is `DiffusionModel.train_on_batch`
-on the Keras backend in use (`--jit-compile` as in `compile`); diffusers' is the
+under `torch.autocast` to bfloat16; the matmul peak stays float32's). Ours
+is `DiffusionModel.train_on_batch` on the Keras backend in use (`--jit-compile` as in `compile`); diffusers' is the
 usual eager PyTorch loop (`DDPMScheduler.add_noise`, `loss.backward()`,
 `optimizer.step()`), with OMP_WAIT_POLICY=PASSIVE unless set (torch's OpenMP
 threads otherwise busy-wait, which on a shared machine slows it several-fold).
