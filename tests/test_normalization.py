@@ -85,7 +85,7 @@ def test_each_group_is_normalised_to_zero_mean_and_unit_variance():
     np.testing.assert_allclose(grouped.var(axis=(1, 3)), 1.0, rtol=1e-4)
 
 
-def test_mixed_bfloat16_computes_statistics_in_float32_and_returns_bfloat16():
+def test_mixed_bfloat16_returns_bfloat16_close_to_keras_layer_and_keeps_float32_weights():
     x = np.random.default_rng(3).normal(1.0, 2.0, (2, 4, 4, 8)).astype("float32")
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
