@@ -113,3 +113,39 @@ def test_global_batch_dropout_config_round_trips_and_rejects_bad_rates():
     np.testing.assert_array_equal(layer(x, training=True), restored(x, training=True))  # same seed, same mask
     with pytest.raises(ValueError, match=r"rate.*\[0, 1\).*1\.0"):
         kd.models.GlobalBatchDropout(1.0)
+
+
+def test_attention_block_is_softmax_attention_per_head_with_a_residual():
+    from keras_diffusion.models.layers import AttentionBlock
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 3, 8)).astype("float32")
+    block = AttentionBlock(num_heads=2, norm_groups=4)
+    block.build(x.shape)
+    for variable in block.weights:
+        variable.assign(rng.standard_normal(variable.shape).astype("float32") * 0.5)
+    normalized = keras.ops.convert_to_numpy(block.norm(x)).reshape(2, 9, 8)
+    qkv = normalized @ keras.ops.convert_to_numpy(block.qkv.kernel) + keras.ops.convert_to_numpy(block.qkv.bias)
+    query, key, value = (part.reshape(2, 9, 2, 4) for part in np.split(qkv, 3, axis=-1))
+    scores = np.einsum("bqhd,bkhd->bhqk", query, key) / np.sqrt(4)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    attended = np.einsum("bhqk,bkhd->bqhd", weights, value).reshape(2, 9, 8)
+    projected = attended @ keras.ops.convert_to_numpy(block.projection.kernel)
+    expected = x + (projected + keras.ops.convert_to_numpy(block.projection.bias)).reshape(x.shape)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(block(x)), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_blocks_pass_their_dtype_policy_to_their_sublayers():
+    from keras_diffusion.models.autoencoder_layers import ConvResidualBlock
+    from keras_diffusion.models.layers import AttentionBlock, ResidualBlock
+
+    x = np.ones((1, 4, 4, 8), "float32")
+    residual = ResidualBlock(16, norm_groups=4, dtype="mixed_bfloat16")
+    attention = AttentionBlock(num_heads=2, norm_groups=4, dtype="mixed_bfloat16")
+    autoencoder_block = ConvResidualBlock(16, norm_groups=4, dtype="mixed_bfloat16")
+    outputs = [residual([x, np.ones((1, 32), "float32")]), attention(x), autoencoder_block(x)]
+    assert [keras.backend.standardize_dtype(y.dtype) for y in outputs] == ["bfloat16"] * 3
+    for block in (residual, attention, autoencoder_block):
+        assert {layer.dtype_policy.name for layer in block._flatten_layers(include_self=False)} == {"mixed_bfloat16"}
+        assert {v.dtype for v in block.weights} == {"float32"}

@@ -33,10 +33,10 @@ class ConvResidualBlock(layers.Layer):
         self.filters = int(filters)
         self.norm_groups = int(norm_groups)
         self.epsilon = float(epsilon)
-        self.norm1 = GroupNormalization(norm_groups, epsilon=epsilon, name="norm1")
-        self.conv1 = layers.Conv2D(filters, 3, padding="same", name="conv1")
-        self.norm2 = GroupNormalization(norm_groups, epsilon=epsilon, name="norm2")
-        self.conv2 = layers.Conv2D(filters, 3, padding="same", name="conv2")
+        self.norm1 = GroupNormalization(norm_groups, epsilon=epsilon, name="norm1", dtype=self.dtype_policy)
+        self.conv1 = layers.Conv2D(filters, 3, padding="same", name="conv1", dtype=self.dtype_policy)
+        self.norm2 = GroupNormalization(norm_groups, epsilon=epsilon, name="norm2", dtype=self.dtype_policy)
+        self.conv2 = layers.Conv2D(filters, 3, padding="same", name="conv2", dtype=self.dtype_policy)
         self.conv_shortcut = None
 
     def build(self, input_shape):
@@ -46,7 +46,7 @@ class ConvResidualBlock(layers.Layer):
         self.norm2.build(hidden_shape)
         self.conv2.build(hidden_shape)
         if input_shape[-1] != self.filters:
-            self.conv_shortcut = layers.Conv2D(self.filters, 1, name="conv_shortcut")
+            self.conv_shortcut = layers.Conv2D(self.filters, 1, name="conv_shortcut", dtype=self.dtype_policy)
             self.conv_shortcut.build(input_shape)
 
     def call(self, x):
@@ -79,13 +79,13 @@ class SpatialSelfAttention(layers.Layer):
         super().__init__(**kwargs)
         self.norm_groups = int(norm_groups)
         self.epsilon = float(epsilon)
-        self.group_norm = GroupNormalization(norm_groups, epsilon=epsilon, name="group_norm")
+        self.group_norm = GroupNormalization(norm_groups, epsilon=epsilon, name="group_norm", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         channels = input_shape[-1]
         self.group_norm.build(input_shape)
         for name in ("to_q", "to_k", "to_v", "to_out"):
-            dense = layers.Dense(channels, name=name)
+            dense = layers.Dense(channels, name=name, dtype=self.dtype_policy)
             dense.build(input_shape)
             setattr(self, name, dense)
 
@@ -122,7 +122,7 @@ class Downsample(layers.Layer):
     def __init__(self, filters: int, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
-        self.conv = layers.Conv2D(filters, 3, strides=2, padding="valid", name="conv")
+        self.conv = layers.Conv2D(filters, 3, strides=2, padding="valid", name="conv", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.conv.build((input_shape[0], None, None, input_shape[-1]))
@@ -153,7 +153,7 @@ class Upsample(layers.Layer):
     def __init__(self, filters: int, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
-        self.conv = layers.Conv2D(filters, 3, padding="same", name="conv")
+        self.conv = layers.Conv2D(filters, 3, padding="same", name="conv", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.conv.build((input_shape[0], None, None, input_shape[-1]))

@@ -131,13 +131,13 @@ class ResidualBlock(layers.Layer):
         self.filters = filters
         self.dropout = dropout
         self.norm_groups = norm_groups
-        self.norm1 = GroupNormalization(norm_groups, epsilon=1e-5)
-        self.conv1 = layers.Conv2D(filters, 3, padding="same")
-        self.embedding_projection = layers.Dense(filters)
-        self.norm2 = GroupNormalization(norm_groups, epsilon=1e-5)
-        self.dropout_layer = GlobalBatchDropout(dropout)
+        self.norm1 = GroupNormalization(norm_groups, epsilon=1e-5, dtype=self.dtype_policy)
+        self.conv1 = layers.Conv2D(filters, 3, padding="same", dtype=self.dtype_policy)
+        self.embedding_projection = layers.Dense(filters, dtype=self.dtype_policy)
+        self.norm2 = GroupNormalization(norm_groups, epsilon=1e-5, dtype=self.dtype_policy)
+        self.dropout_layer = GlobalBatchDropout(dropout, dtype=self.dtype_policy)
         # Zero-initialised so that every block starts as the identity (DDPM's zero_module).
-        self.conv2 = layers.Conv2D(filters, 3, padding="same", kernel_initializer="zeros")
+        self.conv2 = layers.Conv2D(filters, 3, padding="same", kernel_initializer="zeros", dtype=self.dtype_policy)
         self.shortcut = None
 
     def build(self, input_shape):
@@ -150,7 +150,7 @@ class ResidualBlock(layers.Layer):
         self.dropout_layer.build(hidden_shape)
         self.conv2.build(hidden_shape)
         if x_shape[-1] != self.filters:
-            self.shortcut = layers.Conv2D(self.filters, 1)
+            self.shortcut = layers.Conv2D(self.filters, 1, dtype=self.dtype_policy)
             self.shortcut.build(x_shape)
 
     def call(self, inputs, training=None):
@@ -204,7 +204,7 @@ class AttentionBlock(layers.Layer):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.norm_groups = norm_groups
-        self.norm = GroupNormalization(norm_groups, epsilon=1e-5)
+        self.norm = GroupNormalization(norm_groups, epsilon=1e-5, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -213,17 +213,21 @@ class AttentionBlock(layers.Layer):
                 f"AttentionBlock: {channels} channels are not divisible by num_heads={self.num_heads}."
             )
         self.norm.build(input_shape)
-        self.qkv = layers.Dense(3 * channels)
+        self.qkv = layers.Dense(3 * channels, dtype=self.dtype_policy)
         self.qkv.build(input_shape)
-        self.projection = layers.Dense(channels, kernel_initializer="zeros")
+        self.projection = layers.Dense(channels, kernel_initializer="zeros", dtype=self.dtype_policy)
         self.projection.build(input_shape)
 
     def call(self, x):
         batch, height, width, channels = ops.shape(x)
         head_dim = channels // self.num_heads
-        qkv = self.qkv(self.norm(x))
-        qkv = ops.reshape(qkv, (batch, height * width, 3, self.num_heads, head_dim))
-        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        qkv = ops.reshape(self.qkv(self.norm(x)), (batch, height * width, 3 * channels))
+        # `split`, not indexing: on TensorFlow the gradient of a strided slice is a zero-filled
+        # full-size tensor per part, which made the block's backward pass 2x slower.
+        query, key, value = (
+            ops.reshape(part, (batch, height * width, self.num_heads, head_dim))
+            for part in ops.split(qkv, 3, axis=-1)
+        )
         attended = ops.dot_product_attention(query, key, value)
         attended = ops.reshape(attended, (batch, height, width, channels))
         return x + self.projection(attended)
