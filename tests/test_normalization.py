@@ -128,7 +128,17 @@ def test_a_unet_saved_with_keras_group_normalization_loads_with_the_same_outputs
     # Files written before the U-Net used this layer hold Keras' GroupNormalization in their blocks.
     from keras_diffusion.models import layers, unet
 
-    monkeypatch.setattr(layers, "GroupNormalization", keras.layers.GroupNormalization)
+    class KerasGroupNormalizationThenActivation(keras.layers.GroupNormalization):
+        """What the blocks computed then: Keras' layer, then the SiLU."""
+
+        def __init__(self, *args, activation=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.activation = keras.activations.get(activation)
+
+        def call(self, inputs):
+            return self.activation(super().call(inputs))
+
+    monkeypatch.setattr(layers, "GroupNormalization", KerasGroupNormalizationThenActivation)
     monkeypatch.setattr(unet, "GroupNormalization", keras.layers.GroupNormalization)
     old = tiny_unet()
     assert not any(isinstance(layer, kd.models.GroupNormalization) for layer in _all_layers(old))
@@ -147,3 +157,45 @@ def test_a_unet_saved_with_keras_group_normalization_loads_with_the_same_outputs
 
 def _all_layers(model):
     return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+def test_activation_is_applied_in_float32_before_the_cast_on_both_paths():
+    x = np.random.default_rng(7).normal(0.5, 2.0, (2, 4, 4, 8)).astype("float32")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        for kwargs in ({}, {"axis": 1}):  # our gradient's path, then Keras' code
+            plain = kd.models.GroupNormalization(2, dtype="float32", **kwargs)
+            activated = kd.models.GroupNormalization(2, activation="silu", **kwargs)
+            plain.build(x.shape)
+            activated.build(x.shape)
+            # gamma and beta exactly representable in bfloat16: the layer reads its variables in that dtype.
+            channels = x.shape[kwargs.get("axis", -1)]
+            weights = [np.random.default_rng(9).normal(1, 0.3, channels).astype("float32"), np.full(channels, 0.25, "float32")]
+            weights = [keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.cast(w, "bfloat16"), "float32")) for w in weights]
+            plain.set_weights(weights)
+            activated.set_weights(weights)
+            expected = keras.ops.cast(keras.ops.silu(plain(x)), "bfloat16")  # SiLU in float32, then the cast
+            got = activated(x)
+            assert keras.backend.standardize_dtype(got.dtype) == "bfloat16"
+            got, expected = (keras.ops.convert_to_numpy(keras.ops.cast(y, "float32")) for y in (got, expected))
+            if kwargs:  # Keras' code hands over a bfloat16 result before the SiLU: only close
+                np.testing.assert_allclose(got, expected, atol=0.02)
+            else:
+                np.testing.assert_array_equal(got, expected)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def test_activation_round_trips_and_configs_without_it_load_in_keras_layer():
+    x = np.random.default_rng(8).normal(0, 1, (2, 3, 3, 8)).astype("float32")
+    layer = kd.models.GroupNormalization(4, activation="silu")
+    layer.build(x.shape)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert restored.get_config() == layer.get_config()
+    restored.set_weights(layer.get_weights())
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored(x)), keras.ops.convert_to_numpy(layer(x)), atol=1e-6)
+    assert float(keras.ops.min(restored(x))) < 0  # SiLU's negative lobe: not a ReLU, not the identity's range
+    config = kd.models.GroupNormalization(4).get_config()
+    assert "activation" not in config
+    assert keras.layers.GroupNormalization.from_config(config).groups == 4

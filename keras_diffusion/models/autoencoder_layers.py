@@ -33,9 +33,13 @@ class ConvResidualBlock(layers.Layer):
         self.filters = int(filters)
         self.norm_groups = int(norm_groups)
         self.epsilon = float(epsilon)
-        self.norm1 = GroupNormalization(norm_groups, epsilon=epsilon, name="norm1", dtype=self.dtype_policy)
+        self.norm1 = GroupNormalization(
+            norm_groups, epsilon=epsilon, activation="silu", name="norm1", dtype=self.dtype_policy
+        )
         self.conv1 = layers.Conv2D(filters, 3, padding="same", name="conv1", dtype=self.dtype_policy)
-        self.norm2 = GroupNormalization(norm_groups, epsilon=epsilon, name="norm2", dtype=self.dtype_policy)
+        self.norm2 = GroupNormalization(
+            norm_groups, epsilon=epsilon, activation="silu", name="norm2", dtype=self.dtype_policy
+        )
         self.conv2 = layers.Conv2D(filters, 3, padding="same", name="conv2", dtype=self.dtype_policy)
         self.conv_shortcut = None
 
@@ -50,8 +54,8 @@ class ConvResidualBlock(layers.Layer):
             self.conv_shortcut.build(input_shape)
 
     def call(self, x):
-        h = self.conv1(ops.silu(self.norm1(x)))
-        h = self.conv2(ops.silu(self.norm2(h)))
+        h = self.conv1(self.norm1(x))  # the norms apply the SiLU (in float32)
+        h = self.conv2(self.norm2(h))
         skip = x if self.conv_shortcut is None else self.conv_shortcut(x)
         return skip + h
 

@@ -131,10 +131,10 @@ class ResidualBlock(layers.Layer):
         self.filters = filters
         self.dropout = dropout
         self.norm_groups = norm_groups
-        self.norm1 = GroupNormalization(norm_groups, epsilon=1e-5, dtype=self.dtype_policy)
+        self.norm1 = GroupNormalization(norm_groups, epsilon=1e-5, activation="silu", dtype=self.dtype_policy)
         self.conv1 = layers.Conv2D(filters, 3, padding="same", dtype=self.dtype_policy)
         self.embedding_projection = layers.Dense(filters, dtype=self.dtype_policy)
-        self.norm2 = GroupNormalization(norm_groups, epsilon=1e-5, dtype=self.dtype_policy)
+        self.norm2 = GroupNormalization(norm_groups, epsilon=1e-5, activation="silu", dtype=self.dtype_policy)
         self.dropout_layer = GlobalBatchDropout(dropout, dtype=self.dtype_policy)
         # Zero-initialised so that every block starts as the identity (DDPM's zero_module).
         self.conv2 = layers.Conv2D(filters, 3, padding="same", kernel_initializer="zeros", dtype=self.dtype_policy)
@@ -155,9 +155,9 @@ class ResidualBlock(layers.Layer):
 
     def call(self, inputs, training=None):
         x, embedding = inputs
-        h = self.conv1(ops.silu(self.norm1(x)))
+        h = self.conv1(self.norm1(x))  # the norms apply the SiLU (in float32)
         h = h + self.embedding_projection(ops.silu(embedding))[:, None, None, :]
-        h = self.dropout_layer(ops.silu(self.norm2(h)), training=training)
+        h = self.dropout_layer(self.norm2(h), training=training)
         h = self.conv2(h)
         return self._skip(x) + h
 
