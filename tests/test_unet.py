@@ -137,15 +137,20 @@ def test_attention_block_is_softmax_attention_per_head_with_a_residual():
 
 
 def test_blocks_pass_their_dtype_policy_to_their_sublayers():
-    from keras_diffusion.models.autoencoder_layers import ConvResidualBlock
+    from keras_diffusion.models import autoencoder_layers
     from keras_diffusion.models.layers import AttentionBlock, ResidualBlock
 
     x = np.ones((1, 4, 4, 8), "float32")
-    residual = ResidualBlock(16, norm_groups=4, dtype="mixed_bfloat16")
-    attention = AttentionBlock(num_heads=2, norm_groups=4, dtype="mixed_bfloat16")
-    autoencoder_block = ConvResidualBlock(16, norm_groups=4, dtype="mixed_bfloat16")
-    outputs = [residual([x, np.ones((1, 32), "float32")]), attention(x), autoencoder_block(x)]
-    assert [keras.backend.standardize_dtype(y.dtype) for y in outputs] == ["bfloat16"] * 3
-    for block in (residual, attention, autoencoder_block):
+    blocks = [
+        ResidualBlock(16, norm_groups=4, dtype="mixed_bfloat16"),
+        AttentionBlock(num_heads=2, norm_groups=4, dtype="mixed_bfloat16"),
+        autoencoder_layers.ConvResidualBlock(16, norm_groups=4, dtype="mixed_bfloat16"),
+        autoencoder_layers.SpatialSelfAttention(norm_groups=4, dtype="mixed_bfloat16"),
+        autoencoder_layers.Downsample(8, dtype="mixed_bfloat16"),
+        autoencoder_layers.Upsample(8, dtype="mixed_bfloat16"),
+    ]
+    outputs = [blocks[0]([x, np.ones((1, 32), "float32")])] + [block(x) for block in blocks[1:]]
+    assert [keras.backend.standardize_dtype(y.dtype) for y in outputs] == ["bfloat16"] * len(blocks)
+    for block in blocks:
         assert {layer.dtype_policy.name for layer in block._flatten_layers(include_self=False)} == {"mixed_bfloat16"}
         assert {v.dtype for v in block.weights} == {"float32"}
