@@ -10,8 +10,9 @@ gradients. This times, at the probe U-Net's sizes (batch 128, NHWC, "SAME"
 padding), the weight gradient as XLA computes it (`xla`, `jax.vjp` of the
 convolution) against three rewrites: nine matmuls of shifted input slices
 with the output gradient (`taps`), one matmul of the im2col patches
-(`im2col`), and a convolution that contracts over the batch axis
-(`asconv`); and, for reference, the input gradient (`xgrad`) and the
+(`im2col`), a convolution that contracts over the batch axis
+(`asconv`) and XLA's own over two halves of the batch, summed (`split2`:
+does a smaller contraction parallelise better?); and, for reference, the input gradient (`xgrad`) and the
 forward convolution (`fwd`). Each rewrite is checked against XLA's result.
 Best of 3 runs of 5 calls, after two warm-up calls; GFLOP/s counts the
 convolution's 2·MACs.
@@ -82,13 +83,18 @@ def weight_gradient_as_convolution(x, kernel, upstream):
     return lax.conv_general_dilated(padded, upstream, (1, 1), "VALID", dimension_numbers=("CHWN", "IHWO", "HWNC"))
 
 
+def weight_gradient_split(x, kernel, upstream, parts=2):
+    """XLA's weight gradient over `parts` slices of the batch, summed."""
+    return sum(weight_gradient_xla(*args) for args in zip(jnp.split(x, parts), [kernel] * parts, jnp.split(upstream, parts)))
+
+
 def main():
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     print(f"jax {jax.__version__}, {len(os.sched_getaffinity(0))} CPUs usable, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; batch {BATCH}")
     rng = np.random.default_rng(0)
     cases = {
         "xla": weight_gradient_xla, "taps": weight_gradient_taps, "im2col": weight_gradient_im2col,
-        "asconv": weight_gradient_as_convolution, "xgrad": input_gradient_xla,
+        "asconv": weight_gradient_as_convolution, "split2": weight_gradient_split, "xgrad": input_gradient_xla,
         "fwd": lambda x, kernel, upstream: conv(x, kernel),
     }  # fmt: skip
     for side, c_in, c_out in SIZES:
@@ -100,7 +106,7 @@ def main():
         figures = []
         for name, function in cases.items():
             compiled = jax.jit(function)
-            if name in ("taps", "im2col", "asconv"):
+            if name in ("taps", "im2col", "asconv", "split2"):
                 np.testing.assert_allclose(compiled(x, kernel, upstream), reference, rtol=1e-3, atol=1e-2, err_msg=name)
             milliseconds = best_milliseconds(compiled, x, kernel, upstream)
             figures.append(f"{name} {milliseconds:.1f} ms ({gflop / milliseconds * 1e3:.0f} GFLOP/s)")
