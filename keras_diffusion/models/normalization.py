@@ -93,7 +93,8 @@ class GroupNormalization(layers.GroupNormalization):
     `activation` (not in Keras' layer) is applied to the float32 result before
     it is cast to the compute dtype: under `mixed_bfloat16` a SiLU after the
     normalisation then runs in float32, which on TensorFlow on a CPU is faster
-    than its bfloat16 kernels (the residual blocks' norm, SiLU pairs use it).
+    than its bfloat16 kernels. The residual blocks use it for their
+    norm-then-SiLU pairs.
 
     Args:
         groups: number of channel groups; must divide the channels.
