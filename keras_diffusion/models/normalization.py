@@ -91,7 +91,8 @@ class GroupNormalization(layers.GroupNormalization):
     computed in float32 under mixed precision, as in Keras' layer.
 
     `activation` (not in Keras' layer) is applied to the float32 result before
-    it is cast to the compute dtype: under `mixed_bfloat16` a SiLU after the
+    it is cast to the compute dtype (on Keras' code path, to Keras' result
+    cast to float32): under `mixed_bfloat16` a SiLU after the
     normalisation then runs in float32, which on TensorFlow on a CPU is faster
     than its bfloat16 kernels. The residual blocks use it for their
     norm-then-SiLU pairs.
@@ -122,20 +123,20 @@ class GroupNormalization(layers.GroupNormalization):
         )
 
     def call(self, inputs):
-        if not self._uses_closed_form_gradient(inputs):
+        if self._uses_closed_form_gradient(inputs):
+            outputs = group_normalization(
+                ops.cast(inputs, "float32"),
+                ops.cast(self.gamma, "float32"),
+                ops.cast(self.beta, "float32"),
+                groups=self.groups,
+                epsilon=self.epsilon,
+            )
+        else:
             outputs = super().call(inputs)
             if self.activation is None:
                 return outputs
-            return ops.cast(self.activation(ops.cast(outputs, "float32")), self.compute_dtype)
-        outputs = group_normalization(
-            ops.cast(inputs, "float32"),
-            ops.cast(self.gamma, "float32"),
-            ops.cast(self.beta, "float32"),
-            groups=self.groups,
-            epsilon=self.epsilon,
-        )
         if self.activation is not None:
-            outputs = self.activation(outputs)
+            outputs = self.activation(ops.cast(outputs, "float32"))
         return ops.cast(outputs, self.compute_dtype)
 
     def get_config(self):
