@@ -4,21 +4,31 @@ Usage:
     pip install -e ".[bench]"          # torch (CPU wheel) and diffusers
     KERAS_BACKEND=tensorflow python benchmarks/vs_diffusers.py [--image 28x28x1|32x32x3] [--batch 128]
     KERAS_BACKEND=jax python benchmarks/vs_diffusers.py
+    # On a GPU: DDPM's CIFAR-10 network (35.7 M parameters), bfloat16 peak for the bf16 run
+    KERAS_BACKEND=jax python benchmarks/vs_diffusers.py --preset ddpm-cifar10 --torch-device cuda \
+        --dtype-policy mixed_bfloat16 --peak-dtype bfloat16 --peak-size 8192
 
 Both networks have the same layer plan (DDPM's U-Net: `--widths` channels per
 level, `--res-blocks` residual blocks per level, GroupNorm with `--norm-groups`
-groups, one-head self-attention at the lowest resolution and in the middle,
-stride-2 convolutions down, nearest-neighbour upsampling and a 3×3 convolution
-up), so their parameter counts match; both are printed. Both train the same
+groups, one-head self-attention in the middle and at the sides in
+`--attention` (default: the lowest resolution), stride-2 convolutions down,
+nearest-neighbour upsampling and a 3×3 convolution up, dropout `--dropout`), so
+their parameter counts match; both are printed. `--preset ddpm-cifar10` sets
+these to the DDPM paper's CIFAR-10 network (32×32×3, 128 × (1, 2, 2, 2)
+channels, attention at 16×16, 32 groups, dropout 0.1). Both train the same
 way: images mapped to [-1, 1], t uniform over 1000 steps of the linear β
 schedule (1e-4 to 0.02), ε-prediction with mean-square loss, Adam(2e-4), no
 EMA unless `--ema` (then 0.999 on both), float32 unless `--dtype-policy
 mixed_bfloat16` (then ours under that Keras policy, diffusers' forward pass
-under `torch.autocast` to bfloat16; the matmul peak stays float32's). Ours
-is `DiffusionModel.train_on_batch` on the Keras backend in use (`--jit-compile` as in `compile`); diffusers' is the
-usual eager PyTorch loop (`DDPMScheduler.add_noise`, `loss.backward()`,
-`optimizer.step()`), with OMP_WAIT_POLICY=PASSIVE unless set (torch's OpenMP
-threads otherwise busy-wait, which on a shared machine slows it several-fold).
+under `torch.autocast` to bfloat16; the matmul peak is float32's unless
+`--peak-dtype bfloat16`). Ours is `DiffusionModel.train_on_batch` on the Keras
+backend in use, on its default device (`--jit-compile` as in `compile`);
+diffusers' is the usual eager PyTorch loop (`DDPMScheduler.add_noise`,
+`loss.backward()`, `optimizer.step()`) on `--torch-device`, with
+OMP_WAIT_POLICY=PASSIVE unless set (torch's OpenMP threads otherwise
+busy-wait, which on a shared machine slows it several-fold). On a GPU each
+library keeps its default float32 precision: XLA and cuDNN's convolutions may
+use TF32 on both sides, torch's float32 matmuls do not.
 
 After warm-up steps (compilation), timed rounds alternate between the two, the
 order flipping every round, so that both see the same machine load; each
@@ -30,8 +40,8 @@ layers, the two attention products): ours from the analytic count in
 `torch.utils.flop_counter.FlopCounterMode` over one forward and backward pass
 (with the math attention kernel, whose products it can see). Achieved GFLOP/s
 = img/s × training FLOPs per image; "per FLOP" compares these. The matmul peak
-is the best float32 n×n matmul of numpy, the Keras backend and torch
-(`matmul_peak.py`), measured before and after the rounds.
+is the best n×n matmul of numpy (float32 on the CPU only), the Keras backend
+and torch (`matmul_peak.py`), measured before and after the rounds.
 """
 
 import argparse
@@ -53,38 +63,50 @@ LEARNING_RATE = 2e-4
 EMA_DECAY = 0.999
 
 
+PRESETS = {
+    "probe": dict(image="28x28x1", widths="32,64,64", res_blocks=2, norm_groups=8, attention=None, dropout=0.0),
+    "ddpm-cifar10": dict(
+        image="32x32x3", widths="128,256,256,256", res_blocks=2, norm_groups=32, attention="16", dropout=0.1
+    ),
+}
+
+
 def attention_side(image_shape, widths) -> int:
-    """Side of the lowest-resolution feature map, where both networks attend."""
+    """Side of the lowest-resolution feature map, where both networks attend by default."""
     return image_shape[0] // 2 ** (len(widths) - 1)
 
 
-def build_ours(image_shape, widths, num_res_blocks, norm_groups, ema: bool, jit_compile):
+def build_ours(image_shape, widths, num_res_blocks, norm_groups, attention, dropout, ema: bool, jit_compile):
     unet = kd.models.UNet(
         image_shape=image_shape,
         widths=widths,
         num_res_blocks=num_res_blocks,
-        attention_resolutions=(attention_side(image_shape, widths),),
+        attention_resolutions=attention,
         norm_groups=norm_groups,
+        dropout=dropout,
     )
     model = kd.DiffusionModel(unet, schedule="linear", timesteps=TIMESTEPS, ema_decay=EMA_DECAY if ema else None, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), jit_compile=jit_compile)
     return unet, model
 
 
-def build_diffusers(image_shape, widths, num_res_blocks, norm_groups):
+def build_diffusers(image_shape, widths, num_res_blocks, norm_groups, attention, dropout):
     from diffusers import UNet2DModel
 
-    lowest = len(widths) - 1
+    levels = len(widths)
+    attends = [image_shape[0] // 2**level in attention for level in range(levels)]
     return UNet2DModel(
         sample_size=image_shape[0],
         in_channels=image_shape[2],
         out_channels=image_shape[2],
         layers_per_block=num_res_blocks,
         block_out_channels=tuple(widths),
-        down_block_types=tuple("AttnDownBlock2D" if level == lowest else "DownBlock2D" for level in range(len(widths))),
-        up_block_types=tuple("AttnUpBlock2D" if level == 0 else "UpBlock2D" for level in range(len(widths))),
+        down_block_types=tuple("AttnDownBlock2D" if attends[level] else "DownBlock2D" for level in range(levels)),
+        # diffusers lists the up blocks from the lowest resolution up.
+        up_block_types=tuple("AttnUpBlock2D" if attends[level] else "UpBlock2D" for level in reversed(range(levels))),
         norm_num_groups=norm_groups,
-        attention_head_dim=widths[-1],  # one head, as ours
+        attention_head_dim=widths[-1],  # one head, as ours (every attending level here is widths[-1] wide)
+        dropout=dropout,
     )
 
 
@@ -92,6 +114,7 @@ class DiffusersTrainer:
     """diffusers' training step: ε-MSE on DDPMScheduler-noised images, Adam."""
 
     def __init__(self, unet, ema: bool, bfloat16: bool = False):
+        """`unet` already sits on the device the step should run on."""
         import torch
         from diffusers import DDPMScheduler
 
@@ -110,9 +133,9 @@ class DiffusersTrainer:
         torch = self.torch
         x0 = images * 2.0 - 1.0
         noise = torch.randn_like(x0)
-        t = torch.randint(0, TIMESTEPS, (x0.shape[0],))
+        t = torch.randint(0, TIMESTEPS, (x0.shape[0],), device=x0.device)
         # mixed_bfloat16's counterpart: autocast computes the network in bfloat16, the weights stay float32.
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bfloat16):
+        with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=self.bfloat16):
             prediction = self.unet(self.scheduler.add_noise(x0, noise, t), t).sample
         return torch.nn.functional.mse_loss(prediction.float(), noise)
 
@@ -131,11 +154,22 @@ class DiffusersTrainer:
         from torch.nn.attention import SDPBackend, sdpa_kernel
         from torch.utils.flop_counter import FlopCounterMode
 
-        # The fused CPU attention kernel is invisible to the counter; the math one is plain matmuls.
+        # The fused attention kernels are invisible to the counter; the math one is plain matmuls.
         with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
             self.loss(images).backward()
         self.unet.zero_grad(set_to_none=True)
         return counter.get_total_flops() // images.shape[0]
+
+
+def accelerator_description(torch_device: str) -> str:
+    """The Keras backend's devices and, on a GPU, the card torch uses."""
+    keras_devices = ", ".join(keras.distribution.list_devices())
+    text = f"keras devices [{keras_devices}]"
+    if torch_device.startswith("cuda"):
+        import torch
+
+        text += f"; torch on {torch.cuda.get_device_name(torch.device(torch_device))}"
+    return text
 
 
 def cpu_description() -> str:
@@ -161,10 +195,14 @@ def timed(step, steps: int) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image", default="28x28x1", help="HxWxC: 28x28x1 (MNIST) or 32x32x3 (CIFAR)")
-    parser.add_argument("--widths", default="32,64,64", help="channels per level, comma-separated")
-    parser.add_argument("--res-blocks", type=int, default=2, help="residual blocks per level")
-    parser.add_argument("--norm-groups", type=int, default=8)
+    parser.add_argument("--preset", default="probe", choices=sorted(PRESETS), help="defaults for the network flags")
+    parser.add_argument("--image", help="HxWxC: 28x28x1 (MNIST) or 32x32x3 (CIFAR)")
+    parser.add_argument("--widths", help="channels per level, comma-separated")
+    parser.add_argument("--res-blocks", type=int, help="residual blocks per level")
+    parser.add_argument("--norm-groups", type=int)
+    parser.add_argument("--attention", help="feature-map sides with attention, comma-separated (default: lowest)")
+    parser.add_argument("--dropout", type=float)
+    parser.add_argument("--torch-device", default="cpu", help="diffusers' device: cpu or cuda")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=6, help="timed rounds per side, alternating")
     parser.add_argument("--steps", type=int, default=4, help="training steps per round")
@@ -176,7 +214,11 @@ def main():
         help="ours: the Keras dtype policy; diffusers: torch.autocast to bfloat16 for mixed_bfloat16",
     )  # fmt: skip
     parser.add_argument("--peak-size", type=int, default=2048, help="n of the n x n matmuls for the peak")
+    parser.add_argument("--peak-dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
+    for name, value in PRESETS[args.preset].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
 
     # torch's OpenMP threads busy-wait at every barrier by default; on a machine where other
     # processes compete for the cores that makes eager torch several times slower (measured 7x
@@ -190,21 +232,29 @@ def main():
 
     image_shape = tuple(int(d) for d in args.image.split("x"))
     widths = tuple(int(w) for w in args.widths.split(","))
+    attention = (
+        tuple(int(side) for side in args.attention.split(","))
+        if args.attention
+        else (attention_side(image_shape, widths),)
+    )
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+    torch_device = torch.device(args.torch_device)
+    on_cpu = torch_device.type == "cpu"
     load_start = load_average()
-    peaks = measured_peaks(args.peak_size)
+    peaks = measured_peaks(args.peak_size, dtype=args.peak_dtype, torch_device=args.torch_device, with_numpy=on_cpu)
 
     keras.config.set_dtype_policy(args.dtype_policy)
-    ours_unet, ours = build_ours(image_shape, widths, args.res_blocks, args.norm_groups, args.ema, jit)
+    network = (image_shape, widths, args.res_blocks, args.norm_groups, attention, args.dropout)
+    ours_unet, ours = build_ours(*network, args.ema, jit)
     torch.manual_seed(0)
-    theirs_unet = build_diffusers(image_shape, widths, args.res_blocks, args.norm_groups)
+    theirs_unet = build_diffusers(*network).to(torch_device)
     theirs = DiffusersTrainer(theirs_unet, args.ema, bfloat16=args.dtype_policy == "mixed_bfloat16")
     ours_params = ours_unet.count_params()
     theirs_params = sum(p.numel() for p in theirs.unet.parameters())
 
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 1, (args.batch,) + image_shape).astype("float32")
-    images_nchw = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    images_nchw = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(torch_device)
     ours_flops = 3 * unet_forward_flops(ours_unet)
     theirs_flops = theirs.training_flops_per_image(images_nchw[:8])
 
@@ -224,7 +274,7 @@ def main():
             rate = args.batch * args.steps / timed(step, args.steps)
             (ours_rates if name == "ours" else theirs_rates).append(rate)
     ratios = [(o * ours_flops) / (t * theirs_flops) for o, t in zip(ours_rates, theirs_rates)]
-    after = measured_peaks(args.peak_size)
+    after = measured_peaks(args.peak_size, dtype=args.peak_dtype, torch_device=args.torch_device, with_numpy=on_cpu)
     peaks = {name: max(peaks[name], after[name]) for name in peaks}
     machine_peak = max(peaks.values())
 
@@ -232,10 +282,11 @@ def main():
     versions = {name: importlib.metadata.version(name) for name in ("keras", "torch", "diffusers")}
     backend_version = getattr(importlib.import_module(backend), "__version__", "")
     print(f"machine      {cpu_description()}; load average {load_start} at start, {load_average()} at end")
+    print(f"devices      {accelerator_description(args.torch_device)}")
     print(
         f"software     keras {versions['keras']} on {backend} {backend_version} (jit_compile={args.jit_compile}, "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}); "
-        f"torch {versions['torch']} ({torch.get_num_threads()} threads, OMP_WAIT_POLICY="
+        f"torch {versions['torch']} on {torch_device} ({torch.get_num_threads()} threads, OMP_WAIT_POLICY="
         f"{os.environ['OMP_WAIT_POLICY']}), diffusers {versions['diffusers']}"
     )
     print(
@@ -244,7 +295,7 @@ def main():
     )
     print(
         f"networks     widths {widths}, {args.res_blocks} res blocks/level, attention at "
-        f"{attention_side(image_shape, widths)}x{attention_side(image_shape, widths)}: "
+        f"{', '.join(f'{side}x{side}' for side in attention)} and in the middle, dropout {args.dropout:g}: "
         f"ours {ours_params:,} params, diffusers {theirs_params:,} params (ratio {ours_params / theirs_params:.3f})"
     )
     if not 0.9 <= ours_params / theirs_params <= 1.1:
@@ -256,7 +307,7 @@ def main():
     print(
         "matmul peak  "
         + ", ".join(f"{name if name != 'keras' else backend} {value:.1f}" for name, value in peaks.items())
-        + f" GFLOP/s (float32 {args.peak_size}^2, best before/after); machine peak {machine_peak:.1f}"
+        + f" GFLOP/s ({args.peak_dtype} {args.peak_size}^2, best before/after); machine peak {machine_peak:.1f}"
     )
     print(f"rounds       {args.rounds} x {args.steps} steps per side after {args.warmup} warm-up steps, alternating order")
     print(f"{'':19}{'img/s (median)':>15}{'GFLOP/s':>10}{'of machine peak':>17}{'of own peak':>13}")
