@@ -89,11 +89,13 @@ def measure(device_count):
         keras.utils.set_random_seed(0)
         model = kd.DiffusionModel(PRESETS[ARGS.preset](), seed=0)
         model.compile(optimizer=keras.optimizers.Adam(2e-4))
-        images = np.random.default_rng(0).uniform(
-            0, 1, (global_batch * (ARGS.warmup + ARGS.steps),) + model.image_shape
-        ).astype("float32")
+        rng = np.random.default_rng(0)
+        count = global_batch * (ARGS.warmup + ARGS.steps)
+        images = rng.uniform(0, 1, (count,) + model.image_shape).astype("float32")
+        num_classes = model.denoiser.num_classes  # the mnist preset is class-conditional
+        labels = rng.integers(0, num_classes, count).astype("int32") if num_classes else None
         timer = BatchTimes()
-        model.fit(images, batch_size=global_batch, epochs=1, shuffle=False, verbose=0, callbacks=[timer])
+        model.fit(images, labels, batch_size=global_batch, epochs=1, shuffle=False, verbose=0, callbacks=[timer])
     seconds = timer.times[-1] - timer.times[ARGS.warmup - 1]
     return global_batch * ARGS.steps / seconds
 
