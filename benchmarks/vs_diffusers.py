@@ -237,6 +237,13 @@ def main():
         if args.attention
         else (attention_side(image_shape, widths),)
     )
+    sides = [image_shape[0] // 2**level for level in range(len(widths))]
+    narrower = [side for side in attention if side in sides and widths[sides.index(side)] != widths[-1]]
+    if narrower:  # diffusers takes one attention_head_dim for every block
+        raise SystemExit(
+            f"--attention {args.attention}: the levels at {narrower} are narrower than widths[-1]={widths[-1]}, "
+            "so diffusers' attention there would not have one head as ours; attend only at levels as wide as the last."
+        )
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
     torch_device = torch.device(args.torch_device)
     on_cpu = torch_device.type == "cpu"
