@@ -248,7 +248,11 @@ def main():
     torch_device = torch.device(args.torch_device)
     on_cpu = torch_device.type == "cpu"
     load_start = load_average()
-    peaks = measured_peaks(args.peak_size, dtype=args.peak_dtype, torch_device=args.torch_device, with_numpy=on_cpu)
+
+    def peaks_now():
+        return measured_peaks(args.peak_size, dtype=args.peak_dtype, torch_device=args.torch_device, with_numpy=on_cpu)
+
+    peaks = peaks_now()
 
     keras.config.set_dtype_policy(args.dtype_policy)
     network = (image_shape, widths, args.res_blocks, args.norm_groups, attention, args.dropout)
@@ -281,7 +285,7 @@ def main():
             rate = args.batch * args.steps / timed(step, args.steps)
             (ours_rates if name == "ours" else theirs_rates).append(rate)
     ratios = [(o * ours_flops) / (t * theirs_flops) for o, t in zip(ours_rates, theirs_rates)]
-    after = measured_peaks(args.peak_size, dtype=args.peak_dtype, torch_device=args.torch_device, with_numpy=on_cpu)
+    after = peaks_now()
     peaks = {name: max(peaks[name], after[name]) for name in peaks}
     machine_peak = max(peaks.values())
 
