@@ -7,6 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_diffusion import ema as power_ema
 from keras_diffusion import noise as noise_distributions
 from keras_diffusion import predictions, samplers, schedules
 from keras_diffusion.backend import compile_function, draw_for_global_batch, mean_over_global_batch
@@ -32,8 +33,12 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
     An exponential moving average (EMA) of the denoiser's trainable weights is
     kept in the model (saved with it) and used by `generate`. Its decay is
     `min(ema_decay, (1 + k) / (10 + k))` after k updates, so short runs are
-    not dominated by the initial weights. It is folded in at the start of
-    each training step, with the weights that the previous step produced.
+    not dominated by the initial weights. With `ema_std` it is instead a
+    power-function EMA (EDM2, `keras_diffusion.ema`) whose length is a fixed
+    fraction σ_rel of the run; several σ_rel keep several EMAs, from whose
+    snapshots (`callbacks.EMASnapshots`) an EMA of any length can be
+    reconstructed after training. EMAs are folded in at the start of each
+    training step, with the weights that the previous step produced.
 
     `compile()` takes no `loss` (the loss is the model's own); its default
     optimizer is Adam(2e-4), as in DDPM. Saved models keep the states of
@@ -49,6 +54,10 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
         timesteps: T; default 1000, or the schedule's own T.
         prediction: the network's target, `"epsilon"`, `"x0"` or `"v"`.
         ema_decay: EMA decay in [0, 1), or None to sample with the raw weights.
+        ema_std: σ_rel of a power-function EMA (EDM2), e.g. 0.1, replacing
+            the `ema_decay` one; or several, e.g. `(0.05, 0.10)`, to keep one
+            EMA per value for post-hoc reconstruction (`generate` uses the
+            first; `ema_weights(i)` reads the i-th). None: `ema_decay`.
         class_dropout: probability of replacing a label by the null class
             during training, which trains the unconditional model that
             guidance needs. Ignored for unconditional denoisers.
@@ -87,6 +96,7 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
         seed: int | None = None,
         noise: "str | noise_distributions.GaussianNoise" = "gaussian",
         min_snr_gamma: float | None = None,
+        ema_std: float | Sequence[float] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -99,6 +109,11 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
             raise ValueError(f"`ema_decay` must be in [0, 1) or None; received {ema_decay}.")
         if not 0.0 <= class_dropout < 1.0:
             raise ValueError(f"`class_dropout` must be in [0, 1); received {class_dropout}.")
+        ema_stds = None if ema_std is None else tuple(float(v) for v in np.atleast_1d(ema_std))
+        if ema_stds is not None:
+            if not ema_stds:
+                raise ValueError("`ema_std` must be a number, a non-empty sequence of numbers, or None.")
+            ema_exponents = tuple(float(power_ema.std_to_exponent(v)) for v in ema_stds)  # checks the range
         if min_snr_gamma is not None and not (np.isfinite(min_snr_gamma) and min_snr_gamma > 0):
             raise ValueError(f"`min_snr_gamma` must be a positive number or None; received {min_snr_gamma!r}.")
         self.denoiser = denoiser
@@ -108,6 +123,8 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
         self.timesteps = self.schedule.timesteps
         self.prediction = predictions.check_prediction(prediction)
         self.ema_decay = ema_decay
+        self.ema_std = None if ema_stds is None else (ema_stds[0] if len(ema_stds) == 1 else ema_stds)
+        self._ema_exponents = () if ema_stds is None else ema_exponents
         self.class_dropout = float(class_dropout)
         self.num_classes = num_classes if num_classes is not None else getattr(denoiser, "num_classes", None)
         self.sample_shape = _infer_image_shape(denoiser, image_shape)
@@ -117,16 +134,22 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
         if not denoiser.built:
             denoiser(self._example_inputs(1))
         self._ema_step = self.add_weight(shape=(), dtype="int32", initializer="zeros", trainable=False, name="ema_step")
-        self._ema_variables = []
-        if ema_decay is not None:
-            for index, variable in enumerate(denoiser.trainable_variables):
-                ema = self.add_weight(
-                    shape=variable.shape, dtype=variable.dtype, initializer="zeros", trainable=False, name=f"ema_{index}"
-                )
-                ema.assign(ops.copy(variable.value))  # a copy: JAX must not see one buffer twice
-                self._ema_variables.append(ema)
+        # One list of variables per EMA; the first is `_ema_variables` (named ema_{i}, as before ema_std existed).
+        number_of_emas = len(self._ema_exponents) or (1 if ema_decay is not None else 0)
+        self._ema_sets = [self._add_ema_variables("ema" if k == 0 else f"ema{k}") for k in range(number_of_emas)]
+        self._ema_variables = self._ema_sets[0] if self._ema_sets else []
         self._step_functions = {}
         self.built = True
+
+    def _add_ema_variables(self, prefix: str) -> list:
+        variables = []
+        for index, variable in enumerate(self.denoiser.trainable_variables):
+            ema = self.add_weight(
+                shape=variable.shape, dtype=variable.dtype, initializer="zeros", trainable=False, name=f"{prefix}_{index}"
+            )
+            ema.assign(ops.copy(variable.value))  # a copy: JAX must not see one buffer twice
+            variables.append(ema)
+        return variables
 
     #: The learning rate of the default Adam optimizer of `compile()` (DDPM's).
     default_learning_rate = 2e-4
@@ -241,12 +264,73 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
             )
 
     def _update_ema(self):
-        """ema ← ema + (1 − decay)(θ − ema), with the warm-up decay of the class docstring."""
+        """ema ← ema + (1 − decay)(θ − ema) for every EMA, with the decays of the class docstring."""
         step = ops.cast(self._ema_step, "float32")
-        decay = ops.minimum(self.ema_decay, (1.0 + step) / (10.0 + step)) if self._ema_variables else 0.0
-        for ema, variable in zip(self._ema_variables, self.denoiser.trainable_variables):
-            ema.assign(ema + (1.0 - decay) * (ops.stop_gradient(ops.cast(variable, ema.dtype)) - ema))
+        if not self._ema_sets:
+            decays = []
+        elif self._ema_exponents:
+            # β_t = (1 − 1/t)^(γ+1), EDM2 eq. 127; t = updates behind θ (β = 0 at t = 0: the EMA starts at θ).
+            base = 1.0 - 1.0 / ops.maximum(step, 1.0)
+            decays = [ops.power(base, exponent + 1.0) for exponent in self._ema_exponents]
+        else:
+            decays = [ops.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))] * len(self._ema_sets)
+        for decay, ema_set in zip(decays, self._ema_sets):
+            for ema, variable in zip(ema_set, self.denoiser.trainable_variables):
+                ema.assign(ema + (1.0 - decay) * (ops.stop_gradient(ops.cast(variable, ema.dtype)) - ema))
         self._ema_step.assign_add(1)
+
+    @property
+    def ema_stds(self) -> tuple[float, ...]:
+        """σ_rel of each power-function EMA (empty for the `ema_decay` EMA or none)."""
+        return () if self.ema_std is None else tuple(np.atleast_1d(self.ema_std).tolist())
+
+    @property
+    def ema_updates(self) -> int:
+        """t of the EMAs' averaging profile: the updates behind the newest weights folded in (EMA step − 1)."""
+        return max(int(keras.ops.convert_to_numpy(self._ema_step)) - 1, 0)
+
+    def ema_weights(self, index: int = 0) -> list[np.ndarray]:
+        """The weights of the `index`-th EMA as NumPy arrays (in `denoiser.trainable_variables` order).
+
+        Args:
+            index: which EMA (the order of `ema_std`).
+
+        Returns:
+            A list of arrays.
+        """
+        self._check_ema_index(index)
+        return [keras.ops.convert_to_numpy(v) for v in self._ema_sets[index]]
+
+    def set_ema_weights(self, weights: Sequence[np.ndarray], index: int = 0) -> None:
+        """Overwrites the `index`-th EMA, e.g. with a post-hoc reconstruction (`keras_diffusion.ema.reconstruct`).
+
+        Args:
+            weights: one array per trainable variable of the denoiser.
+            index: which EMA; `generate` samples with EMA 0.
+
+        Returns:
+            None.
+
+        Example:
+        >>> snapshots = keras_diffusion.callbacks.read_ema_snapshots("runs/ema")  # doctest: +SKIP
+        >>> model.set_ema_weights(keras_diffusion.ema.reconstruct(snapshots, target_std=0.08))  # doctest: +SKIP
+        """
+        self._check_ema_index(index)
+        variables = self._ema_sets[index]
+        shapes = [tuple(np.shape(w)) for w in weights]
+        if shapes != [tuple(v.shape) for v in variables]:
+            raise ValueError(
+                f"Expected {len(variables)} arrays shaped like the denoiser's trainable variables; received "
+                f"{len(shapes)} with shapes {shapes[:3]}{'...' if len(shapes) > 3 else ''}."
+            )
+        for variable, weight in zip(variables, weights):
+            variable.assign(np.asarray(weight, dtype=variable.dtype))
+
+    def _check_ema_index(self, index: int) -> None:
+        if not self._ema_sets:
+            raise ValueError("This model keeps no EMA (ema_decay=None and no ema_std).")
+        if not 0 <= int(index) < len(self._ema_sets):
+            raise ValueError(f"EMA index {index} out of range: the model keeps {len(self._ema_sets)} EMA(s).")
 
     # ---------------------------------------------------------------- sampling
 
@@ -469,6 +553,7 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
             "seed": self.seed,
             "noise": keras.saving.serialize_keras_object(self.noise),
             "min_snr_gamma": self.min_snr_gamma,
+            "ema_std": list(self.ema_stds) if len(self.ema_stds) > 1 else self.ema_std,
         }
 
     @classmethod

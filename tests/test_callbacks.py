@@ -1,6 +1,7 @@
 """FID, image-grid and training-curve callbacks, with a cheap injected feature extractor (no Inception)."""
 
 import os
+import time
 import warnings
 
 import keras
@@ -126,6 +127,80 @@ def test_fid_callback_warns_once_for_fewer_than_2048_samples():
         FIDCallback(real_images(), num_samples=100, feature_extractor=pixel_features)
 
 
+def brightness_classifier(images):
+    """A stand-in classifier: class = how bright the image is, in NUM_CLASSES bands of its mean."""
+    band = np.clip((np.asarray(images).mean(axis=(1, 2, 3)) * NUM_CLASSES).astype(int), 0, NUM_CLASSES - 1)
+    return np.eye(NUM_CLASSES, dtype="float32")[band]
+
+
+@pytest.fixture(scope="module")
+def fitted_per_update(fitted, tmp_path_factory):
+    """The `fitted` model trained 3 more epochs (6 updates; its step already compiled) with
+    FID every 4 updates, class accuracy, and curves after it."""
+    model, _, _, _ = fitted
+    directory = tmp_path_factory.mktemp("per_update")
+    fid = fid_callback(every_n_updates=4, classifier=brightness_classifier)
+    curves = TrainingCurvesCallback(directory / "curves.png", metrics=["loss", "fid", "class_accuracy"])
+    images, labels = real_images(32, seed=1), np.arange(32) % NUM_CLASSES
+    model.fit(images, labels, batch_size=16, epochs=3, verbose=0, callbacks=[fid, curves])
+    return model, fid, curves, directory
+
+
+def test_fid_every_n_updates_evaluates_at_each_multiple_and_at_the_end(fitted_per_update):
+    _, fid, _, _ = fitted_per_update
+    assert [row["updates"] for row in fid.history] == [4, 6]  # 2 updates per epoch, 3 epochs
+    assert [row["epoch"] for row in fid.history] == [2, 3]
+    first, last = fid.history
+    assert 0.0 < first["seconds"] < last["seconds"]
+    assert all(np.isfinite(row["fid"]) and row["fid"] >= 0 for row in fid.history)
+
+
+def test_class_accuracy_is_the_share_of_samples_the_classifier_puts_in_their_requested_class(fitted_per_update):
+    model, fid, _, _ = fitted_per_update
+    labels = kd.metrics.balanced_labels(16, NUM_CLASSES)
+    images = model.generate(16, steps=2, labels=labels, seed=0)
+    expected = np.mean(np.argmax(brightness_classifier(images), axis=1) == labels)
+    assert fid.evaluate()["class_accuracy"] == pytest.approx(expected)
+    assert fid.history[-1]["class_accuracy"] == pytest.approx(expected)  # the last evaluation: same weights
+
+
+def test_fid_every_seconds_evaluates_once_per_interval_crossed():
+    callback = fid_callback(every_seconds=1.0)
+    decisions = []
+    for seconds in (0.5, 1.2, 1.5, 3.7, 3.9, 4.1):
+        callback.clock.seconds = seconds
+        decisions.append(callback._is_evaluation_update())
+    assert decisions == [False, True, False, True, False, True]
+
+
+@pytest.mark.parametrize(
+    "arguments", [dict(every_n_updates=0), dict(every_seconds=0.0), dict(every_n_updates=5, every_seconds=10.0)]
+)
+def test_fid_callback_rejects_bad_evaluation_intervals(arguments):
+    with pytest.raises(ValueError, match="every_"):
+        fid_callback(**arguments)
+
+
+def test_fid_callback_with_a_classifier_rejects_an_unconditional_model():
+    callback = fid_callback(classifier=brightness_classifier)
+    callback.set_model(kd.DiffusionModel(tiny_unet(num_classes=None), timesteps=100))
+    with pytest.raises(ValueError, match="class-conditional"):
+        callback.evaluate()
+
+
+def test_training_clock_counts_updates_and_only_the_time_inside_batches():
+    clock = kd.callbacks.TrainingClock()
+    clock.batch_end()  # no batch begun: nothing counted
+    clock.batch_begin()
+    clock.batch_end()
+    after_one = clock.seconds
+    time.sleep(0.05)  # between batches: not training time
+    clock.batch_begin()
+    clock.batch_end()
+    assert clock.updates == 2
+    assert clock.seconds - after_one < 0.05
+
+
 # --- image grids ----------------------------------------------------------------------------
 
 
@@ -178,8 +253,29 @@ def test_make_image_grid_rejects_incomplete_rows():
 def test_training_curves_record_loss_every_epoch_and_fid_when_evaluated(fitted):
     _, _, callbacks, _ = fitted
     history = callbacks["curves"].history
-    assert [epoch for epoch, _ in history["loss"]] == [1, 2, 3]
-    assert [epoch for epoch, _ in history["fid"]] == [2, 3]
+    assert [point.epoch for point in history["loss"]] == [1, 2, 3]
+    assert [point.updates for point in history["loss"]] == [2, 4, 6]
+    assert [point.epoch for point in history["fid"]] == [2, 3]
+    assert history["loss"][0].seconds < history["loss"][-1].seconds
+
+
+def test_training_curves_take_evaluations_within_epochs_at_their_update(fitted_per_update):
+    _, fid, curves, _ = fitted_per_update
+    for name in ("fid", "class_accuracy"):
+        assert [point.updates for point in curves.history[name]] == [4, 6]
+        assert [point.value for point in curves.history[name]] == pytest.approx([row[name] for row in fid.history])
+    assert [point.updates for point in curves.history["loss"]] == [2, 4, 6]  # counted from this fit's start
+
+
+def test_training_curves_draw_one_column_per_x_axis(tmp_path):
+    history = {"loss": [kd.callbacks.CurvePoint(1, 10, 5.0, 0.5)], "fid": [kd.callbacks.CurvePoint(1, 10, 5.0, 9.0)]}
+    widths = []
+    for x_axes in (("updates",), ("updates", "seconds")):
+        kd.callbacks.plot_training_curves(history, tmp_path / "curves.png", x_axes=x_axes)
+        widths.append(matplotlib.image.imread(tmp_path / "curves.png").shape[1])
+    assert widths == [450, 900]
+    with pytest.raises(ValueError, match="x_axes"):
+        kd.callbacks.plot_training_curves(history, tmp_path / "bad.png", x_axes=("wall",))
 
 
 def test_training_curves_png_is_written(fitted):

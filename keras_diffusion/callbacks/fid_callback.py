@@ -7,6 +7,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_diffusion.callbacks.clock import TrainingClock
+from keras_diffusion.metrics.classifier import Classifier, balanced_labels, classification_accuracy
 from keras_diffusion.metrics.features import FeatureExtractor, default_feature_extractor, extract_features
 from keras_diffusion.datasets import DATASETS
 from keras_diffusion.datasets import load as load_dataset
@@ -17,15 +19,27 @@ from keras_diffusion.metrics.statistics import FeatureStatistics
 
 
 class FIDCallback(keras.callbacks.Callback):
-    """Generates images every few epochs and logs their FID (and KID).
+    """Generates images every few epochs, updates or training seconds and logs their FID (and KID).
 
-    At the end of each evaluated epoch it calls `model.generate(num_samples,
-    sampler=..., steps=..., labels=..., guidance_scale=..., seed=...)` (EMA
-    weights), and writes `logs["fid"]` (and `logs["kid"]`), so `History`,
-    `ModelCheckpoint(monitor="fid", mode="min")` and `EarlyStopping` see it.
-    Put this callback *before* those in the `callbacks` list. The same seed
-    is used every time, so the values of different epochs differ by the
-    model only. Real-data statistics (or features, for KID) are computed once.
+    At each evaluation it calls `model.generate(num_samples, sampler=...,
+    steps=..., labels=..., guidance_scale=..., seed=...)` (EMA weights) and
+    computes `"fid"` (and `"kid"`, and `"class_accuracy"` with a
+    `classifier`). The same seed and labels are used every time, so the
+    values of different evaluations differ by the model only. Real-data
+    statistics (or features, for KID) are computed once.
+
+    When: after every `every_n_epochs`-th epoch and the last one (the
+    default); or, to compare training recipes by compute, after every
+    `every_n_updates` optimizer updates or every `every_seconds` seconds of
+    training (a `TrainingClock`: time inside the training batches, not the
+    evaluations), and once more at the end of `fit` unless the last update
+    was just evaluated. Every evaluation is appended to `history` (a list
+    of dicts with `"epoch"`, `"updates"`, `"seconds"` and the metric
+    values). Epoch evaluations also write the values into the epoch's
+    `logs`, so `History`, `ModelCheckpoint(monitor="fid", mode="min")` and
+    `EarlyStopping` see them (put this callback *before* those);
+    evaluations within an epoch write them into that batch's logs, where
+    `TrainingCurvesCallback` (placed after this one) picks them up.
 
     Args:
         real_data_or_stats: real images (array `(N, H, W, C)`, `tf.data`
@@ -41,10 +55,20 @@ class FIDCallback(keras.callbacks.Callback):
         num_samples: images generated per evaluation. FID is biased upwards
             below 2048 (a warning is given once); compare only equal N.
         every_n_epochs: evaluate after every n-th epoch (and the last one).
-        sampler: `"ddim"` or `"ddpm"`.
+            Ignored when `every_n_updates` or `every_seconds` is given.
+        every_n_updates: evaluate after every n-th optimizer update.
+        every_seconds: evaluate whenever this many more seconds of training
+            have passed (checked after each update).
+        sampler: a sampler name of `keras_diffusion.samplers.available()`
+            or a `Sampler` instance.
         steps: sampler steps.
         guidance_scale: classifier-free guidance weight (conditional models).
-        labels: class labels for `generate`; `None` draws them uniformly.
+        labels: class labels for `generate`; `None` gives a conditional
+            model balanced classes (`0, 1, ..., num_classes - 1, 0, ...`).
+        classifier: optional images -> class scores (e.g.
+            `keras_diffusion.metrics.mnist_classifier()`); logs
+            `"class_accuracy"`, the share of generated images it assigns to
+            their requested label.
         feature_extractor: callable `images -> (B, D)`; `None` for the FID
             Inception network.
         kid: also log `"kid"` (the mean over subsets).
@@ -72,12 +96,15 @@ class FIDCallback(keras.callbacks.Callback):
         dataset: str | None = None,
         split: str = "test",
         every_n_epochs: int = 1,
-        sampler: str = "ddim",
+        every_n_updates: int | None = None,
+        every_seconds: float | None = None,
+        sampler: Any = "ddim",
         steps: int = 50,
         guidance_scale: float = 0.0,
         feature_extractor: FeatureExtractor | None = None,
         kid: bool = False,
         labels: Any = None,
+        classifier: Classifier | None = None,
         num_real_samples: int | None = None,
         seed: int = 0,
         batch_size: int = 50,
@@ -96,6 +123,14 @@ class FIDCallback(keras.callbacks.Callback):
                 "Need num_samples >= 2, every_n_epochs >= 1 and batch_size >= 1; got "
                 f"num_samples={num_samples}, every_n_epochs={every_n_epochs}, batch_size={batch_size}."
             )
+        if every_n_updates is not None and every_seconds is not None:
+            raise ValueError("Pass at most one of every_n_updates and every_seconds.")
+        if (every_n_updates is not None and int(every_n_updates) < 1) or (
+            every_seconds is not None and not float(every_seconds) > 0
+        ):
+            raise ValueError(
+                f"every_n_updates must be >= 1 and every_seconds > 0; got {every_n_updates} and {every_seconds}."
+            )
         if num_samples < MIN_RECOMMENDED_SAMPLES:
             warnings.warn(
                 f"FIDCallback with num_samples={num_samples} < {MIN_RECOMMENDED_SAMPLES}: FID is biased "
@@ -108,11 +143,14 @@ class FIDCallback(keras.callbacks.Callback):
         self.split = split
         self.num_samples = int(num_samples)
         self.every_n_epochs = int(every_n_epochs)
+        self.every_n_updates = None if every_n_updates is None else int(every_n_updates)
+        self.every_seconds = None if every_seconds is None else float(every_seconds)
         self.sampler = sampler
         self.steps = steps
         self.guidance_scale = guidance_scale
         self.kid = bool(kid)
         self.labels = labels
+        self.classifier = classifier
         self.num_real_samples = num_real_samples
         self.seed = seed
         self.batch_size = int(batch_size)
@@ -121,6 +159,11 @@ class FIDCallback(keras.callbacks.Callback):
         self._feature_extractor = feature_extractor
         self._real_statistics: FeatureStatistics | None = None
         self._real_features: np.ndarray | None = None
+        self.clock = TrainingClock()
+        self._epoch = 0
+        self.history: list[dict[str, float]] = []
+        self._next_evaluation_seconds = self.every_seconds
+        self._evaluated_at_updates: int | None = None
 
     @property
     def feature_extractor(self) -> FeatureExtractor:
@@ -150,14 +193,23 @@ class FIDCallback(keras.callbacks.Callback):
         if not self.kid:
             self._real_features = None  # Only KID needs them; FID keeps the statistics.
 
+    def _generation_labels(self) -> np.ndarray | None:
+        if self.labels is not None:
+            return self.labels
+        num_classes = getattr(self.model, "num_classes", None)
+        return None if num_classes is None else balanced_labels(self.num_samples, num_classes)
+
     def evaluate(self) -> dict[str, float]:
-        """Generates `num_samples` images and returns `{"fid": ..., ["kid": ...]}`."""
+        """Generates `num_samples` images and returns `{"fid": ..., ["kid": ..., "class_accuracy": ...]}`."""
         self._prepare_real()
+        labels = self._generation_labels()
+        if self.classifier is not None and labels is None:
+            raise ValueError("FIDCallback(classifier=...) needs a class-conditional model.")
         images = self.model.generate(
             self.num_samples,
             sampler=self.sampler,
             steps=self.steps,
-            labels=self.labels,
+            labels=labels,
             guidance_scale=self.guidance_scale,
             seed=self.seed,
             batch_size=self.generate_batch_size,
@@ -168,21 +220,65 @@ class FIDCallback(keras.callbacks.Callback):
         results = {"fid": frechet_distance(real.mean, real.covariance, generated.mean, generated.covariance)}
         if self.kid:
             results["kid"] = kernel_inception_distance(self._real_features, features)[0]
+        if self.classifier is not None:
+            results["class_accuracy"] = classification_accuracy(
+                self.classifier, images, np.broadcast_to(np.asarray(labels), (self.num_samples,)), self.batch_size
+            )
         return results
+
+    @property
+    def _per_update(self) -> bool:
+        return self.every_n_updates is not None or self.every_seconds is not None
 
     def _is_evaluation_epoch(self, epoch: int) -> bool:
         last_epoch = self.params.get("epochs") if self.params else None
         return (epoch + 1) % self.every_n_epochs == 0 or epoch + 1 == last_epoch
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if not self._is_evaluation_epoch(epoch):
-            return
+    def _is_evaluation_update(self) -> bool:
+        if self.every_n_updates is not None:
+            return self.clock.updates % self.every_n_updates == 0
+        if self.clock.seconds >= self._next_evaluation_seconds:
+            while self._next_evaluation_seconds <= self.clock.seconds:
+                self._next_evaluation_seconds += self.every_seconds
+            return True
+        return False
+
+    def _record(self, logs: dict | None) -> None:
         results = self.evaluate()
+        self._evaluated_at_updates = self.clock.updates
+        self.history.append(
+            {"epoch": self._epoch + 1, "updates": self.clock.updates, "seconds": self.clock.seconds, **results}
+        )
         if logs is not None:
             logs.update(results)
         if self.verbose:
             summary = ", ".join(f"{name} {value:.4f}" for name, value in results.items())
-            print(f"\nEpoch {epoch + 1}: {summary} ({self.num_samples} samples)")
+            print(
+                f"\nEpoch {self._epoch + 1}, {self.clock.updates} updates, {self.clock.seconds:.0f} s of training: "
+                f"{summary} ({self.num_samples} samples)"
+            )
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self.clock.batch_begin()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.clock.batch_end()
+        if self._per_update and self._is_evaluation_update():
+            self._record(logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not self._per_update and self._is_evaluation_epoch(epoch):
+            self._record(logs)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._per_update and self._evaluated_at_updates != self.clock.updates:
+            self._record(logs)
 
 
 def _dataset_for_shape(image_shape: tuple[int, ...]) -> str:

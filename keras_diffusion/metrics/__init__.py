@@ -1,9 +1,18 @@
-"""Sample-quality metrics: FID, KID, a pixel-intensity Wasserstein distance, and FID-vs-NFE sweeps.
+"""Sample-quality metrics: FID, KID, class accuracy, a pixel-intensity Wasserstein distance, FID-vs-NFE sweeps.
 
 All metrics work on plain arrays, `tf.data` datasets or numpy iterables of
 images (`uint8`, or floats in [0, 1]), independently of training.
 """
 
+from keras_diffusion.metrics.classifier import (
+    CLASSIFIER_ENV_VAR,
+    balanced_labels,
+    build_mnist_classifier,
+    class_accuracy,
+    classification_accuracy,
+    mnist_classifier,
+    train_mnist_classifier,
+)
 from keras_diffusion.metrics.features import (
     default_feature_extractor,
     extract_features,
@@ -32,6 +41,7 @@ from keras_diffusion.metrics.statistics import FeatureStatistics, RunningFeature
 from keras_diffusion.metrics.wasserstein import wasserstein_distance
 
 __all__ = [
+    "CLASSIFIER_ENV_VAR",
     "FID",
     "KID",
     "AveragePoolingExcludePadding",
@@ -44,7 +54,11 @@ __all__ = [
     "SweepPoint",
     "WEIGHTS_ENV_VAR",
     "as_uint8_images",
+    "balanced_labels",
     "build_inception_network",
+    "build_mnist_classifier",
+    "class_accuracy",
+    "classification_accuracy",
     "compute_fid",
     "default_feature_extractor",
     "extract_features",
@@ -55,10 +69,12 @@ __all__ = [
     "iterate_image_batches",
     "kernel_inception_distance",
     "load_inception_weights",
+    "mnist_classifier",
     "plot_fid_versus_nfe",
     "read_sweep",
     "resolve_weights_path",
     "trace_sqrt_product",
+    "train_mnist_classifier",
     "wasserstein_distance",
     "write_sweep",
 ]
