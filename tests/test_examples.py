@@ -8,6 +8,7 @@ import matplotlib.image
 import numpy as np
 
 import keras_diffusion as kd
+from conftest import pixel_features
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
@@ -19,8 +20,9 @@ def load_example(name):
     return module
 
 
-def test_train_mnist_writes_a_ten_row_grid_and_a_loadable_model(mnist_subset, tmp_path):
-    load_example("train_mnist").main(["--out", str(tmp_path), "--epochs", "1", "--limit", "64", "--steps", "2"])
+def test_train_mnist_writes_a_ten_row_grid_and_a_loadable_model(mnist_subset, tmp_path, capsys):
+    example = load_example("train_mnist")
+    example.main(["--out", str(tmp_path), "--epochs", "1", "--limit", "64", "--steps", "2", "--eval-samples", "0"])
     grid = matplotlib.image.imread(tmp_path / "samples.png")
     tile = 28 + 2  # image plus padding
     assert grid.shape[:2] == (10 * tile + 2, 8 * tile + 2)
@@ -29,3 +31,12 @@ def test_train_mnist_writes_a_ten_row_grid_and_a_loadable_model(mnist_subset, tm
     model = keras.models.load_model(tmp_path / "model.keras")
     assert isinstance(model, kd.DiffusionModel) and model.num_classes == 10
     assert np.all(np.isfinite(model.generate(2, steps=2, seed=0)))
+
+    # The final evaluation (here with pixel features and a classifier that always answers 3).
+    args = example.parse_args(["--eval-samples", "20", "--eval-steps", "2"])
+    always_three = lambda images: np.eye(10, dtype="float32")[np.full(len(images), 3)]  # noqa: E731
+    capsys.readouterr()
+    results = example.evaluate(model, args, feature_extractor=pixel_features, classifier=always_three)
+    assert results["class_accuracy"] == 2 / 20  # balanced labels 0..9, twice: two threes
+    assert np.isfinite(results["fid"]) and results["fid"] >= 0
+    assert "N = 20 generated vs 20 MNIST test digits" in capsys.readouterr().out

@@ -22,7 +22,9 @@ class UNet(keras.Model):
 
     Class conditioning adds a learned embedding of the label to the time
     embedding. The embedding table has `num_classes + 1` rows: label
-    `num_classes` is the "null" class used for classifier-free guidance.
+    `num_classes` is the "null" class used for classifier-free guidance. Its
+    rows start as N(0, 1) draws, on the scale of the time embedding, so the
+    labels steer the network from the first updates.
 
     Called as `unet([x_t, t])`, or `unet([x_t, t, labels])` when
     `num_classes` is set; `t` holds one timestep per sample (int or float).
@@ -77,9 +79,14 @@ class UNet(keras.Model):
         if num_classes is not None:
             label_input = keras.Input(shape=(), dtype="int32", name="labels")
             inputs.append(label_input)
-            embedding = embedding + layers.Embedding(num_classes + 1, embedding_dim, name="class_embedding")(
-                label_input
-            )
+            # N(0, 1) rows, as large as the time embedding: Keras' default uniform(±0.05) is 35x smaller and
+            # left a conditional MNIST model at chance class accuracy after 300 updates (42 % at w = 0,
+            # 81 % at w = 2 with this one; docs/benchmarks.md).
+            class_embedding = layers.Embedding(
+                num_classes + 1, embedding_dim, embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0),
+                name="class_embedding",
+            )  # fmt: skip
+            embedding = embedding + class_embedding(label_input)
 
         def res_block(x, filters, name):
             return ResidualBlock(filters, dropout=dropout, norm_groups=norm_groups, name=name)([x, embedding])
