@@ -215,6 +215,10 @@ def _add_train_parser(commands) -> None:
     parser.add_argument("--timesteps", type=_positive_int, default=1000, help="T of the noise schedule")
     parser.add_argument("--schedule", choices=["linear", "cosine"], default="linear")
     parser.add_argument(
+        "--prediction", choices=["epsilon", "x0", "v"], default=None,
+        help="the network's target (default: DiffusionModel's, the fastest to train in docs/benchmarks.md)",
+    )  # fmt: skip
+    parser.add_argument(
         "--ema-decay", type=_non_negative_float, default=0.999, help="EMA decay of the sampling weights (0: no EMA)"
     )
     parser.add_argument(
@@ -479,6 +483,7 @@ def run_train(args) -> int:
     model = kd.DiffusionModel(
         unet, schedule=args.schedule, timesteps=args.timesteps, ema_decay=args.ema_decay or None,
         class_dropout=args.class_dropout, seed=args.seed,
+        **({} if args.prediction is None else {"prediction": args.prediction}),
     )  # fmt: skip
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
 

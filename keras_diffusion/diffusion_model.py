@@ -21,7 +21,8 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
 
     Training (`fit`) minimises the simplified loss of DDPM eq. 14 (the
     thesis' eq. 16), `‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖²` with t uniform on
-    0..T-1, or the same regression on x_0 or v (`prediction`). The timestep,
+    0..T-1, or the same regression on v (the default, Salimans & Ho 2022)
+    or x_0 (`prediction`). The timestep,
     the noise and the class dropout are drawn from a `SeedGenerator` owned by
     the model, so the step compiles once and draws fresh numbers every step on
     every backend.
@@ -52,7 +53,10 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
             `num_classes` means "no class" (classifier-free guidance).
         schedule: `"linear"`, `"cosine"` or a `keras_diffusion.schedules.NoiseSchedule`.
         timesteps: T; default 1000, or the schedule's own T.
-        prediction: the network's target, `"epsilon"`, `"x0"` or `"v"`.
+        prediction: the network's target, `"v"` (default), `"epsilon"` (DDPM's
+            ε-loss, the thesis') or `"x0"`. v = √ᾱ ε − √(1−ᾱ) x_0 trained a
+            conditional MNIST model to a lower FID and a far higher class
+            accuracy per update than ε (docs/benchmarks.md).
         ema_decay: EMA decay in [0, 1), or None to sample with the raw weights.
         ema_std: σ_rel of a power-function EMA (EDM2), e.g. 0.1, replacing
             the `ema_decay` one; or several, e.g. `(0.05, 0.10)`, to keep one
@@ -88,7 +92,7 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
         denoiser: keras.layers.Layer,
         schedule: str | schedules.NoiseSchedule = "linear",
         timesteps: int | None = None,
-        prediction: str = "epsilon",
+        prediction: str = "v",
         ema_decay: float | None = 0.999,
         class_dropout: float = 0.1,
         num_classes: int | None = None,

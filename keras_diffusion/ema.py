@@ -99,8 +99,10 @@ def power_profile_inner_product(
     (γ_a+1)(γ_b+1) / (γ_a+γ_b+1) · (t_a/t_b)^γ_b / t_b (and symmetrically).
 
     Args:
-        updates_a, std_a: snapshot times t_a and σ_rel of the first profiles (broadcastable).
-        updates_b, std_b: those of the second profiles.
+        updates_a: snapshot times t_a of the first profiles (all arguments broadcast together).
+        std_a: their σ_rel.
+        updates_b: snapshot times t_b of the second profiles.
+        std_b: their σ_rel.
 
     Returns:
         float64 array of the broadcast shape.

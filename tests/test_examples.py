@@ -20,7 +20,7 @@ def load_example(name):
     return module
 
 
-def test_train_mnist_writes_a_ten_row_grid_and_a_loadable_model(mnist_subset, tmp_path, capsys):
+def test_train_mnist_writes_a_ten_row_grid_and_a_loadable_model(mnist_subset, tmp_path, capsys, monkeypatch):
     example = load_example("train_mnist")
     example.main(["--out", str(tmp_path), "--epochs", "1", "--limit", "64", "--steps", "2", "--eval-samples", "0"])
     grid = matplotlib.image.imread(tmp_path / "samples.png")
@@ -33,6 +33,7 @@ def test_train_mnist_writes_a_ten_row_grid_and_a_loadable_model(mnist_subset, tm
     assert np.all(np.isfinite(model.generate(2, steps=2, seed=0)))
 
     # The final evaluation (here with pixel features and a classifier that always answers 3).
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))  # the real statistics' cache
     args = example.parse_args(["--eval-samples", "20", "--eval-steps", "2"])
     always_three = lambda images: np.eye(10, dtype="float32")[np.full(len(images), 3)]  # noqa: E731
     capsys.readouterr()
