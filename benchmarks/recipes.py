@@ -81,27 +81,38 @@ def run(name: str, args, images, labels, classifier, statistics) -> list[dict]:
     return [{"recipe": name, **row} for row in fid.history]
 
 
-def plot(rows: list[dict], path: str) -> None:
-    history = {}
-    for row in rows:
-        point = kd.callbacks.CurvePoint(row["epoch"], row["updates"], row["seconds"], row["fid"])
-        history.setdefault(f"fid {row['recipe']}", []).append(point)
+def plot(rows: list[dict], path: str, x_axes=("updates", "seconds")) -> None:
+    """FID (log scale) and class accuracy of every recipe against each of `x_axes`."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(10, 4), dpi=100)
+    recipes = list(dict.fromkeys(row["recipe"] for row in rows))
+    figure = Figure(figsize=(5 * len(x_axes), 7), dpi=100)
     FigureCanvasAgg(figure)
-    for column, axis in enumerate(("updates", "seconds")):
-        axes = figure.add_subplot(1, 2, column + 1)
-        for name, points in history.items():
-            axes.plot([getattr(p, axis) for p in points], [p.value for p in points], marker="o", label=name[4:])
-        axes.set_xlabel("optimizer updates" if axis == "updates" else "training seconds")
-        axes.set_ylabel("FID")
-        axes.set_yscale("log")
-        axes.grid(alpha=0.3)
-        axes.legend()
+    for row_index, metric in enumerate(("fid", "class_accuracy")):
+        for column, axis in enumerate(x_axes):
+            axes = figure.add_subplot(2, len(x_axes), row_index * len(x_axes) + column + 1)
+            for name in recipes:
+                points = [row for row in rows if row["recipe"] == name]
+                axes.plot([float(p[axis]) for p in points], [float(p[metric]) for p in points], marker="o", label=name)
+            axes.set_xlabel("optimizer updates" if axis == "updates" else "training seconds")
+            axes.set_ylabel("FID (N = 2048)" if metric == "fid" else "class accuracy (w = 0)")
+            if metric == "fid":
+                axes.set_yscale("log")
+            axes.grid(alpha=0.3)
+            axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path)
+
+
+def replot(csv_paths: list[str], out: str) -> None:
+    """Redraws the figure from the CSVs of earlier runs (a `recipe` may be renamed in the CSV)."""
+    rows = []
+    for csv_path in csv_paths:
+        with open(csv_path, newline="") as file:
+            rows += list(csv.DictReader(file))
+    plot(rows, out, x_axes=("updates",))
+    print(f"Wrote {out} from {len(rows)} rows.")
 
 
 def main():
@@ -116,7 +127,12 @@ def main():
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/recipes")
+    parser.add_argument("--replot", nargs="+", metavar="CSV", help="only redraw <out>.png (FID and accuracy against "
+                        "updates) from these recipes.csv files")  # fmt: skip
     args = parser.parse_args()
+    if args.replot:
+        replot(args.replot, args.out if args.out.endswith(".png") else os.path.join(args.out, "recipes.png"))
+        return
     os.makedirs(args.out, exist_ok=True)
 
     print(f"{cpu_description()}; {keras.backend.backend()} backend", flush=True)
