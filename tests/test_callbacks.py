@@ -274,6 +274,8 @@ def test_training_curves_draw_one_column_per_x_axis(tmp_path):
         kd.callbacks.plot_training_curves(history, tmp_path / "curves.png", x_axes=x_axes)
         widths.append(matplotlib.image.imread(tmp_path / "curves.png").shape[1])
     assert widths == [450, 900]
+    kd.callbacks.plot_training_curves({"loss": [(1, 0.5), (2, 0.3)]}, tmp_path / "pairs.png")  # epoch only
+    assert matplotlib.image.imread(tmp_path / "pairs.png").shape[1] == 450
     with pytest.raises(ValueError, match="x_axes"):
         kd.callbacks.plot_training_curves(history, tmp_path / "bad.png", x_axes=("wall",))
 

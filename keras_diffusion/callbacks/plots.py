@@ -44,7 +44,7 @@ def plot_training_curves(
 
     Args:
         history: metric name -> list of `CurvePoint`s (or of `(epoch, value)`
-            pairs, which are drawn against the epoch only); metrics
+            pairs: a history of pairs only is drawn against the epoch); metrics
             evaluated only now and then (FID) simply have fewer points.
         path: the destination `.png`.
         title: optional figure title.
@@ -63,6 +63,8 @@ def plot_training_curves(
     if unknown or not x_axes:
         raise ValueError(f"x_axes must be a non-empty selection of {X_AXES}; received {tuple(x_axes)}.")
     points = {name: [_as_point(point) for point in values] for name, values in history.items()}
+    if all(point.updates is None and point.seconds is None for values in points.values() for point in values):
+        x_axes = ("epoch",)  # only (epoch, value) pairs, as before curves knew updates and seconds
     panels = sorted({name[4:] if name.startswith("val_") else name for name in points}, key=lambda n: (n != "loss", n))
     rows, columns = max(len(panels), 1), len(x_axes)
     figure = Figure(figsize=(4.5 * columns, 3.0 * rows), dpi=100)
