@@ -2,6 +2,7 @@
 
 import os
 import time
+import types
 import warnings
 
 import keras
@@ -179,6 +180,13 @@ def test_fid_every_seconds_evaluates_once_per_interval_crossed():
 def test_fid_callback_rejects_bad_evaluation_intervals(arguments):
     with pytest.raises(ValueError, match="every_"):
         fid_callback(**arguments)
+
+
+def test_fid_every_n_updates_refuses_several_steps_per_execution():
+    callback = fid_callback(every_n_updates=4)
+    callback.set_model(types.SimpleNamespace(steps_per_execution=8))  # what compile(steps_per_execution=8) sets
+    with pytest.raises(ValueError, match="steps_per_execution=1"):
+        callback.on_train_begin()
 
 
 def test_fid_callback_with_a_classifier_rejects_an_unconditional_model():

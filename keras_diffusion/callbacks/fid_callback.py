@@ -260,6 +260,11 @@ class FIDCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._epoch = 0
+        if self._per_update and getattr(self.model, "steps_per_execution", 1) != 1:
+            raise ValueError(
+                "FIDCallback(every_n_updates=... or every_seconds=...) counts single updates and needs "
+                "compile(steps_per_execution=1); use every_n_epochs with a larger steps_per_execution."
+            )
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
