@@ -45,6 +45,7 @@ import json
 import math
 import os
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -54,43 +55,68 @@ from matplotlib.figure import Figure
 import keras_diffusion as kd
 from keras_diffusion.metrics.atomic_files import save_model_atomically, write_bytes_atomically
 
-FULL = dict(
-    epochs=20, batch_size=256, learning_rate=1e-4, timesteps=400, limit=0, widths=(32, 64, 128), num_res_blocks=2,
-    sampler="ddpm", steps=400, fid_samples=2048, fid_real=10000,
-)  # fmt: skip
-QUICK = dict(
-    epochs=2, batch_size=64, learning_rate=1e-3, timesteps=400, limit=512, widths=(16, 32, 32), num_res_blocks=1,
-    sampler="ddim", steps=10, fid_samples=64, fid_real=256,
-)  # fmt: skip
+PRESETS = {
+    # The thesis' settings (section 4.1); about an hour on one GPU.
+    "thesis": dict(
+        epochs=20, batch_size=256, learning_rate=1e-4, timesteps=400, limit=0, widths=(32, 64, 128), num_res_blocks=2,
+        attention=True, sampler="ddpm", steps=400, fid_samples=2048, fid_real=10000, fid_every_minutes=0.0,
+        final_fid_samples=10000, sweep_samples=2048,
+    ),
+    # The converged CPU run of docs/benchmarks.md: the library's recipe (v-prediction, T = 1000) and the main
+    # job's 1.06 M U-Net, 6 epochs of batch 64 (5,628 updates): under 2 hours on 2 cores, evaluation included.
+    "cpu": dict(
+        epochs=6, batch_size=64, learning_rate=1e-3, timesteps=1000, limit=0, widths=(32, 64, 64), num_res_blocks=1,
+        attention=False, sampler="ddpm", steps=25, fid_samples=1024, fid_real=10000, fid_every_minutes=15.0,
+        final_fid_samples=10000, sweep_samples=2048,
+    ),
+    # The same pipeline at a tiny size, for CI.
+    "quick": dict(
+        epochs=2, batch_size=64, learning_rate=1e-3, timesteps=400, limit=512, widths=(16, 32, 32), num_res_blocks=1,
+        attention=True, sampler="ddim", steps=10, fid_samples=64, fid_real=256, fid_every_minutes=0.0,
+        final_fid_samples=0, sweep_samples=0,
+    ),
+}  # fmt: skip
+FULL, QUICK = PRESETS["thesis"], PRESETS["quick"]
 GRID_ROWS = 4  # generated rows over as many real rows, as in the thesis' figures
 NUM_CLASSES = 10
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes for a CPU / CI run")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="thesis", help="default settings (see above)")
+    parser.add_argument("--quick", action="store_true", help="the same as --preset quick")
     parser.add_argument("--out", default="runs/mnist_conditional", help="output folder")
-    parser.add_argument("--epochs", type=int, help=f"full {FULL['epochs']}, quick {QUICK['epochs']}")
-    parser.add_argument("--batch-size", type=int, help=f"full {FULL['batch_size']}, quick {QUICK['batch_size']}")
-    parser.add_argument("--learning-rate", type=float, help="initial Adam rate, decayed linearly to 0 (full 1e-4)")
-    parser.add_argument("--timesteps", type=int, help="T (full 400)")
-    parser.add_argument("--limit", type=int, help="training digits (0: all 60,000; quick 512)")
-    parser.add_argument("--widths", type=lambda s: tuple(int(w) for w in s.split(",")), help="U-Net channels per level (full 32,64,128)")
-    parser.add_argument("--sampler", choices=["ddpm", "ddim"], help="sampler of grids, FID and the sweep (full ddpm)")
-    parser.add_argument("--steps", type=int, help="sampler steps (full 400 = T, the whole chain)")
-    parser.add_argument("--fid-samples", type=int, help="generated digits per FID evaluation (full 2048; 0: no FID)")
-    parser.add_argument("--fid-real", type=int, help="test digits for FID (full 10000)")
-    parser.add_argument("--guidance-weights", default="0,0.5,2", help="the w of the sweep figure")
+    parser.add_argument("--epochs", type=int, help="passes over the training digits")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--learning-rate", type=float, help="initial Adam rate, decayed linearly to 0 per update")
+    parser.add_argument("--timesteps", type=int, help="T (β linear from 1e-4 to 0.02)")
+    parser.add_argument("--limit", type=int, help="training digits (0: all 60,000)")
+    parser.add_argument("--widths", type=lambda s: tuple(int(w) for w in s.split(",")), help="U-Net channels per level")
+    parser.add_argument("--num-res-blocks", type=int, help="residual blocks per U-Net level")
+    parser.add_argument("--sampler", choices=["ddpm", "ddim"], help="sampler of grids, FID and the sweep")
+    parser.add_argument("--steps", type=int, help="sampler steps (T: the whole chain)")
+    parser.add_argument("--fid-samples", type=int, help="generated digits per FID during training (0: no FID)")
+    parser.add_argument("--fid-real", type=int, help="test digits for FID")
+    parser.add_argument("--fid-every-minutes", type=float, help="FID every this many training minutes (0: per epoch)")
+    parser.add_argument("--final-fid-samples", type=int, help="generated digits of the final FID at w = 0 (0: none)")
+    parser.add_argument("--sweep-samples", type=int, help="digits per guidance weight for FID + class accuracy (0: none)")
+    parser.add_argument("--guidance-weights", default="0,0.5,2", help="the w of the sweep")
     parser.add_argument("--class-dropout", type=float, default=0.1)
     parser.add_argument("--data-dir", default=None, help="folder with mnist.npz (default $KERAS_DIFFUSION_DATA_DIR)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    for name, value in (QUICK if args.quick else FULL).items():
+    if args.quick:
+        args.preset = "quick"
+    for name, value in PRESETS[args.preset].items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
     args.guidance_weights = [float(w) for w in args.guidance_weights.split(",")]
     if min(args.epochs, args.batch_size, args.steps, args.timesteps) < 1 or args.limit < 0 or args.steps > args.timesteps:
         parser.error("--epochs, --batch-size, --timesteps and --steps must be >= 1, --steps <= --timesteps, --limit >= 0")
+    if min(args.fid_samples, args.final_fid_samples, args.sweep_samples, args.fid_every_minutes) < 0:
+        parser.error("--fid-samples, --final-fid-samples, --sweep-samples and --fid-every-minutes must be >= 0")
+    if args.final_fid_samples > args.fid_real:
+        parser.error(f"--final-fid-samples {args.final_fid_samples} > --fid-real {args.fid_real}: compare equal N")
     return args
 
 
@@ -129,7 +155,7 @@ def save_grid_over_real(path, generated, real):
     kd.callbacks.save_image_atomically(path, np.concatenate([top, band, kd.callbacks.make_image_grid(real, NUM_CLASSES)]))
 
 
-def save_guidance_sweep(path, model, weights, sampling, seed):
+def save_guidance_sweep(path, model, weights, sampling, seed, scores=()):
     """One figure: the same noise and labels sampled at each guidance weight w."""
     figure = Figure(figsize=(3.2 * len(weights), 1.6), dpi=150)
     FigureCanvasAgg(figure)
@@ -137,7 +163,10 @@ def save_guidance_sweep(path, model, weights, sampling, seed):
         images = model.generate(GRID_ROWS * NUM_CLASSES, labels=digit_columns(GRID_ROWS), guidance_scale=weight, seed=seed, **sampling)
         axes = figure.add_subplot(1, len(weights), index + 1)
         axes.imshow(kd.callbacks.make_image_grid(images, NUM_CLASSES)[..., 0], cmap="gray", vmin=0, vmax=1)
-        axes.set_title(f"w = {weight:g}", fontsize=9)
+        title = f"w = {weight:g}"
+        if scores:
+            title += f": FID {scores[index]['fid']:.1f}, {scores[index]['class_accuracy']:.1%} correct"
+        axes.set_title(title, fontsize=8)
         axes.axis("off")
     figure.suptitle("Classifier-free guidance: ε̂ = (1 + w) ε(x, c) − w ε(x, ∅)", fontsize=9)
     figure.tight_layout()
@@ -146,10 +175,11 @@ def save_guidance_sweep(path, model, weights, sampling, seed):
     write_bytes_atomically(path, buffer.getvalue())
 
 
-def main(argv=None, feature_extractor=None):
+def main(argv=None, feature_extractor=None, classifier=None):
     """Runs the application and returns the trained model.
 
-    `feature_extractor` replaces the Inception network of FID (the tests pass a cheap one).
+    `feature_extractor` replaces the Inception network of FID and `classifier`
+    the digit classifier of the sweep (the tests pass cheap ones).
     """
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
@@ -157,19 +187,30 @@ def main(argv=None, feature_extractor=None):
     images, labels = kd.datasets.load("mnist", split="train", data_dir=args.data_dir, limit=args.limit or None)
     test_images, test_labels = kd.datasets.load("mnist", split="test", data_dir=args.data_dir)
 
-    unet = kd.models.UNet.mnist(widths=args.widths, num_res_blocks=args.num_res_blocks, norm_groups=math.gcd(8, *args.widths))
+    unet = kd.models.UNet.mnist(
+        widths=args.widths, num_res_blocks=args.num_res_blocks, norm_groups=math.gcd(8, *args.widths),
+        **({} if PRESETS[args.preset]["attention"] else dict(attention_resolutions=())),
+    )  # fmt: skip
     schedule = kd.schedules.LinearSchedule(args.timesteps, beta_start=1e-4, beta_end=0.02)
     model = kd.DiffusionModel(unet, schedule=schedule, ema_decay=0.999, class_dropout=args.class_dropout, seed=args.seed)
-    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+    updates = args.epochs * math.ceil(len(images) / args.batch_size)
+    learning_rate = keras.optimizers.schedules.PolynomialDecay(args.learning_rate, updates, end_learning_rate=0.0)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
     sampling = dict(sampler=args.sampler, steps=args.steps)
-    callbacks = [keras.callbacks.LearningRateScheduler(lambda epoch: args.learning_rate * (1 - epoch / args.epochs))]
-    if args.fid_samples:
-        callbacks.append(
-            kd.callbacks.FIDCallback(
-                test_images[: args.fid_real], num_samples=args.fid_samples, guidance_scale=0.0, seed=args.seed,
-                feature_extractor=feature_extractor, verbose=1, **sampling,
-            )  # fmt: skip
+    real = test_images[: args.fid_real]
+    if args.fid_samples or args.final_fid_samples or args.sweep_samples:
+        # Computed once here (and cached on disk under the Inception network) for every FID below.
+        real = kd.metrics.FID(feature_extractor).real_statistics(
+            real, dataset_name=None if feature_extractor else "mnist", split="test"
         )
+    callbacks = []
+    if args.fid_samples:
+        every = dict(every_seconds=60 * args.fid_every_minutes) if args.fid_every_minutes else {}
+        fid_callback = kd.callbacks.FIDCallback(
+            real, num_samples=args.fid_samples, guidance_scale=0.0, seed=args.seed,
+            feature_extractor=feature_extractor, verbose=1, **every, **sampling,
+        )  # fmt: skip
+        callbacks.append(fid_callback)
     callbacks += [
         DigitGridCallback(
             os.path.join(args.out, "grids"), real_digit_columns(test_images, test_labels, GRID_ROWS),
@@ -178,20 +219,55 @@ def main(argv=None, feature_extractor=None):
         kd.callbacks.TrainingCurvesCallback(os.path.join(args.out, "curves.png"), metrics=["loss", "fid"]),
     ]
     print(f"Training a {unet.count_params():,}-parameter conditional U-Net on {len(images):,} digits for "
-          f"{args.epochs} epochs, batch {args.batch_size}, T = {args.timesteps} ({keras.backend.backend()} backend).")  # fmt: skip
+          f"{args.epochs} epochs ({updates:,} updates of batch {args.batch_size}), T = {args.timesteps} "
+          f"({keras.backend.backend()} backend, {kd.backend.cpu_description()}).")  # fmt: skip
     start = time.perf_counter()
     history = model.fit(
         images, labels, batch_size=args.batch_size, epochs=args.epochs, shuffle=True, callbacks=callbacks, verbose=2
     )
-    print(f"Trained in {time.perf_counter() - start:.0f} s.")
-
-    sweep_path = os.path.join(args.out, "guidance_sweep.png")
-    save_guidance_sweep(sweep_path, model, args.guidance_weights, sampling, args.seed)
+    seconds = time.perf_counter() - start
+    print(f"Trained in {seconds:.0f} s.")
+    save_model_atomically(model, os.path.join(args.out, "model.keras"))
     values = {name: [float(v) for v in series] for name, series in history.history.items()}
     write_bytes_atomically(os.path.join(args.out, "history.json"), json.dumps(values, indent=1).encode())
-    save_model_atomically(model, os.path.join(args.out, "model.keras"))
-    print(f"Wrote grids/, curves.png, {os.path.basename(sweep_path)}, history.json and model.keras in {args.out}.")
+
+    results = dict(
+        preset=args.preset, updates=updates, batch_size=args.batch_size, wall_seconds=round(seconds, 1),
+        machine=kd.backend.cpu_description(), backend=keras.backend.backend(), sampler=args.sampler, steps=args.steps,
+        curve=fid_callback.history if args.fid_samples else [],
+    )  # fmt: skip
+    if args.final_fid_samples:
+        final = evaluate(model, real, args.final_fid_samples, 0.0, sampling, args.seed, feature_extractor)
+        results["final"] = dict(guidance_scale=0.0, num_samples=args.final_fid_samples, num_real=args.fid_real, **final)
+        print(f"Final FID {final['fid']:.2f} (N = {args.final_fid_samples} vs {args.fid_real} test digits, w = 0).")
+    sweep = []
+    if args.sweep_samples:
+        classifier = classifier if classifier is not None else kd.metrics.mnist_classifier(data_dir=args.data_dir)
+        for weight in args.guidance_weights:
+            scores = evaluate(model, real, args.sweep_samples, weight, sampling, args.seed, feature_extractor, classifier)
+            sweep.append(dict(guidance_scale=weight, num_samples=args.sweep_samples, num_real=args.fid_real, **scores))
+            print(f"w = {weight:g}: FID {scores['fid']:.2f}, class accuracy {scores['class_accuracy']:.1%} "
+                  f"(N = {args.sweep_samples} vs {args.fid_real}).")  # fmt: skip
+        results["sweep"] = sweep
+    sweep_path = os.path.join(args.out, "guidance_sweep.png")
+    save_guidance_sweep(sweep_path, model, args.guidance_weights, sampling, args.seed, sweep)
+    if args.final_fid_samples or args.sweep_samples or args.fid_samples:
+        write_bytes_atomically(os.path.join(args.out, "results.json"), json.dumps(results, indent=1).encode())
+    print(f"Wrote grids/, curves.png, {os.path.basename(sweep_path)}, history.json, results.json and model.keras "
+          f"in {args.out}.")  # fmt: skip
     return model
+
+
+def evaluate(model, real, num_samples, guidance_scale, sampling, seed, feature_extractor, classifier=None):
+    """FID of `num_samples` balanced-class digits at guidance weight w (and their class accuracy)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # N < 2048 only when asked for
+        callback = kd.callbacks.FIDCallback(
+            real, num_samples=num_samples, guidance_scale=guidance_scale, seed=seed,
+            feature_extractor=feature_extractor, classifier=classifier, **sampling,
+        )  # fmt: skip
+    callback.set_model(model)
+    return {name: float(value) for name, value in callback.evaluate().items()}
 
 
 if __name__ == "__main__":

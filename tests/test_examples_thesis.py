@@ -30,16 +30,21 @@ def load_example(name):
     return module
 
 
+def always_zero(images):
+    """A digit 'classifier' that answers 0 for every image."""
+    return np.tile(np.eye(10, dtype="float32")[:1], (len(images), 1))
+
+
 def test_mnist_conditional_quick_run_writes_grids_curves_the_guidance_sweep_and_the_model(mnist_subset, tmp_path):
     example = load_example("mnist_conditional")
-    # 40 FID samples: the grid's batch shape, so both reuse one compiled sampling step.
+    # 40 FID samples: the grid's batch shape, so all reuse one compiled sampling step.
     argv = ["--quick", "--out", tmp_path, "--limit", 64, "--epochs", 1, "--widths", "8,16", "--steps", 2,
-            "--fid-samples", 40, "--fid-real", 16]  # fmt: skip
+            "--fid-samples", 40, "--fid-real", 40, "--final-fid-samples", 40, "--sweep-samples", 40]  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # FID from few samples warns
-        example.main([str(arg) for arg in argv], feature_extractor=strided_pixel_features)
+        example.main([str(arg) for arg in argv], feature_extractor=strided_pixel_features, classifier=always_zero)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "curves.png", "grids", "guidance_sweep.png", "history.json", "model.keras",
+        "curves.png", "grids", "guidance_sweep.png", "history.json", "model.keras", "results.json",
     ]  # fmt: skip
     grid = matplotlib.image.imread(tmp_path / "grids" / "epoch_0001.png")
     tile = 28 + 2
@@ -48,6 +53,13 @@ def test_mnist_conditional_quick_run_writes_grids_curves_the_guidance_sweep_and_
     assert sweep.shape[1] > 2 * sweep.shape[0]  # three panels side by side
     history = json.loads((tmp_path / "history.json").read_text())
     assert len(history["loss"]) == 1 and history["fid"][0] >= 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [entry["guidance_scale"] for entry in results["sweep"]] == [0.0, 0.5, 2.0]
+    # Balanced labels: a classifier that always answers 0 is right for exactly a tenth of the digits.
+    assert all(entry["class_accuracy"] == 0.1 and entry["fid"] >= 0 for entry in results["sweep"])
+    # The final FID at w = 0 and the sweep's w = 0 see the same seed, labels and N: the same value.
+    assert results["final"]["fid"] == results["sweep"][0]["fid"] == results["curve"][-1]["fid"]
+    assert results["updates"] == 1 and results["curve"][-1]["updates"] == 1
     model = keras.models.load_model(tmp_path / "model.keras")
     assert model.timesteps == 400 and model.num_classes == 10  # the thesis' T and the ten digits
 
@@ -62,9 +74,18 @@ def test_mnist_grid_layout_has_one_digit_per_column():
 
 
 def test_mnist_full_settings_are_the_thesis_ones():
-    args = load_example("mnist_conditional").parse_args([])
+    example = load_example("mnist_conditional")
+    args = example.parse_args([])
     assert (args.epochs, args.batch_size, args.learning_rate, args.timesteps) == (20, 256, 1e-4, 400)
     assert args.guidance_weights == [0.0, 0.5, 2.0] and args.class_dropout == 0.1 and args.limit == 0
+    cpu = example.parse_args(["--preset", "cpu", "--epochs", "3"])
+    assert (cpu.epochs, cpu.batch_size, cpu.timesteps, cpu.final_fid_samples) == (3, 64, 1000, 10000)
+
+
+def test_mnist_conditional_refuses_a_final_fid_larger_than_its_real_set(capsys):
+    with pytest.raises(SystemExit):
+        load_example("mnist_conditional").parse_args(["--final-fid-samples", "20000"])
+    assert "--fid-real 10000" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
