@@ -169,8 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_sampling_options(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--sampler", choices=available_samplers(), default="ddim", help=f"sampler of {what}")
-    parser.add_argument("--steps", type=_positive_int, default=50, help=f"network evaluations per image of {what}")
+    parser.add_argument(
+        "--sampler", choices=available_samplers(), default=kd.samplers.RECOMMENDED, help=f"sampler of {what}"
+    )
+    parser.add_argument(
+        "--steps", type=_positive_int, default=None,
+        help=f"sampler steps of {what} (default: the sampler's own, e.g. 20 for dpmpp_3m, T for ddpm)",
+    )  # fmt: skip
     parser.add_argument(
         "--eta", type=_non_negative_float, default=None,
         help="DDIM's eta (0 deterministic, 1 DDPM-like noise); only for samplers that take it",
@@ -460,6 +465,8 @@ def _sampling_kwargs(args) -> dict:
 
 def run_train(args) -> int:
     """`keras-diffusion train`: fit a model and write grids, curves, checkpoints and the model."""
+    if args.steps is None:
+        args.steps = kd.samplers.get(args.sampler).default_steps(kd.schedules.get(args.schedule, args.timesteps))
     if args.timesteps < args.steps:
         raise CommandLineError(f"--steps ({args.steps}) cannot exceed --timesteps ({args.timesteps}).")
     if args.ema_decay >= 1 or args.class_dropout >= 1:
@@ -583,9 +590,12 @@ def _check_guidance(model: kd.DiffusionModel, guidance_scale: float) -> None:
         raise CommandLineError("--guidance-scale needs a class-conditional model; this one is unconditional.")
 
 
-def _check_steps(model: kd.DiffusionModel, steps: int) -> None:
-    if steps > model.timesteps:
-        raise CommandLineError(f"--steps ({steps}) cannot exceed the model's timesteps ({model.timesteps}).")
+def _check_steps(model: kd.DiffusionModel, args) -> None:
+    """Fills in the sampler's default `--steps` for this model, or checks the one given."""
+    if args.steps is None:
+        args.steps = kd.samplers.get(args.sampler).default_steps(model.schedule)
+    if args.steps > model.timesteps:
+        raise CommandLineError(f"--steps ({args.steps}) cannot exceed the model's timesteps ({model.timesteps}).")
 
 
 def run_sample(args) -> int:
@@ -596,7 +606,7 @@ def run_sample(args) -> int:
     model = load_diffusion_model(args.model)
     labels = _expand_labels(model, args.labels, args.num)
     _check_guidance(model, args.guidance_scale)
-    _check_steps(model, args.steps)
+    _check_steps(model, args)
     print(f"Sampling {args.num} images with {args.sampler}, {args.steps} steps ({keras.backend.backend()} backend).")
     images = model.generate(
         args.num, labels=labels, seed=args.seed, batch_size=args.batch_size, use_ema=not args.raw_weights,
@@ -691,7 +701,7 @@ def run_evaluate(args) -> int:
     if model is not None:
         labels = _expand_labels(model, args.labels, args.num)
         _check_guidance(model, args.guidance_scale)
-        _check_steps(model, args.steps)
+        _check_steps(model, args)
     elif args.labels is not None:
         raise CommandLineError("--labels apply to --model only.")
 

@@ -341,8 +341,8 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
     def generate(
         self,
         num_images: int,
-        sampler: "str | samplers.Sampler" = "ddim",
-        steps: int = 50,
+        sampler: "str | samplers.Sampler" = samplers.RECOMMENDED,
+        steps: int | None = None,
         eta: float = 0.0,
         labels=None,
         guidance_scale: float = 0.0,
@@ -359,15 +359,20 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
         Args:
             num_images: how many images, >= 1.
             sampler: a name from `keras_diffusion.samplers.available()` —
-                `"ddim"` (DDIM eq. 12, η-controlled noise), `"ddpm"` (ancestral),
-                `"euler"`, `"heun"` (Karras et al. 2022), `"dpmpp_2m"`
-                (DPM-Solver++ 2M), `"sde"` (reverse VP-SDE, Euler–Maruyama),
-                `"pc"` (predictor–corrector), `"ode"` (probability-flow ODE,
-                adaptive SciPy solver) — or a `samplers.Sampler` instance
-                (e.g. `samplers.PredictorCorrectorSampler(snr=0.1)`).
-            steps: noise levels to visit, 1..T (`model.timesteps` for the full
-                DDPM chain). Second-order and corrector samplers evaluate the
-                network more than once per level (`Sampler.function_evaluations`).
+                `"dpmpp_3m"` (DPM-Solver++ 3M, the default: the most accurate
+                at 20 network evaluations), `"dpmpp_2m"` (DPM-Solver++ 2M),
+                `"ddim"` (DDIM eq. 12, η-controlled noise), `"ddpm"`
+                (ancestral), `"euler"`, `"heun"` (Karras et al. 2022), `"sde"`
+                (reverse VP-SDE, Euler–Maruyama), `"pc"` (predictor–corrector),
+                `"ode"` (probability-flow ODE, adaptive SciPy solver) — or a
+                `samplers.Sampler` instance (e.g.
+                `samplers.PredictorCorrectorSampler(snr=0.1)`).
+            steps: noise levels to visit, 1..T; None for the sampler's own
+                default (`Sampler.default_steps`): 20 for the DPM-Solvers, 50
+                for DDIM and Euler, 25 for Heun, and T (the whole chain) for
+                `"ddpm"`, `"sde"` and `"pc"`. Second-order and corrector
+                samplers evaluate the network more than once per level
+                (`Sampler.function_evaluations`).
             eta: DDIM's η >= 0 (0: deterministic, 1: DDPM-like noise). Only for "ddim".
             labels: for a conditional model, one int or a sequence of
                 `num_images` ints in [0, num_classes] (`num_classes` is the
@@ -394,6 +399,8 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
         >>> images = model.generate(16, sampler="ddim", steps=50, seed=0)  # doctest: +SKIP
         """
         sampler = self._resolve_sampler(sampler, eta, spacing)
+        if steps is None:
+            steps = sampler.default_steps(self.schedule)
         self._check_generate_arguments(num_images, sampler, guidance_scale, batch_size, steps)
         labels = self._generation_labels(labels, num_images, seed)
         batch_size = min(batch_size or 256, num_images)

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_diffusion import samplers
 from keras_diffusion.callbacks.clock import TrainingClock
 from keras_diffusion.metrics.classifier import Classifier, balanced_labels, classification_accuracy
 from keras_diffusion.metrics.features import FeatureExtractor, default_feature_extractor, extract_features
@@ -61,7 +62,7 @@ class FIDCallback(keras.callbacks.Callback):
             have passed (checked after each update).
         sampler: a sampler name of `keras_diffusion.samplers.available()`
             or a `Sampler` instance.
-        steps: sampler steps.
+        steps: sampler steps; None for the sampler's own default.
         guidance_scale: classifier-free guidance weight (conditional models).
         labels: class labels for `generate`; `None` gives a conditional
             model balanced classes (`0, 1, ..., num_classes - 1, 0, ...`).
@@ -98,8 +99,8 @@ class FIDCallback(keras.callbacks.Callback):
         every_n_epochs: int = 1,
         every_n_updates: int | None = None,
         every_seconds: float | None = None,
-        sampler: Any = "ddim",
-        steps: int = 50,
+        sampler: Any = samplers.RECOMMENDED,
+        steps: int | None = None,
         guidance_scale: float = 0.0,
         feature_extractor: FeatureExtractor | None = None,
         kid: bool = False,

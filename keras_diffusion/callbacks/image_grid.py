@@ -9,6 +9,7 @@ import keras
 import matplotlib.image
 import numpy as np
 
+from keras_diffusion import samplers
 from keras_diffusion.metrics.atomic_files import write_bytes_atomically
 from keras_diffusion.metrics.images import as_uint8_images
 
@@ -89,8 +90,9 @@ class ImageGridCallback(keras.callbacks.Callback):
             all classes `0..num_classes-1`.
         real_images: real images (uint8 or floats in [0, 1]) shown under the
             generated ones; the first `rows * columns` are used.
-        sampler: `"ddim"` or `"ddpm"`.
-        steps: sampler steps.
+        sampler: a sampler name of `keras_diffusion.samplers.available()` or
+            a `Sampler` (default: the recommended one, as `generate`).
+        steps: sampler steps; None for the sampler's own default.
         guidance_scale: classifier-free guidance weight (conditional models).
         seed: sampling seed, the same at every epoch.
         eta: DDIM's η (0 deterministic, 1 stochastic); ignored by `"ddpm"`.
@@ -111,8 +113,8 @@ class ImageGridCallback(keras.callbacks.Callback):
         columns: int = 8,
         labels: Sequence[int] | None = None,
         real_images: Any = None,
-        sampler: str = "ddim",
-        steps: int = 50,
+        sampler: Any = samplers.RECOMMENDED,
+        steps: int | None = None,
         guidance_scale: float = 0.0,
         seed: int = 0,
         eta: float = 0.0,

@@ -1,4 +1,5 @@
-"""Sample-quality metrics: FID, KID, class accuracy, a pixel-intensity Wasserstein distance, FID-vs-NFE sweeps.
+"""Sample-quality metrics: FID, KID, class accuracy, a pixel-intensity Wasserstein distance, FID-vs-NFE sweeps,
+and the exact error of a sampler on Gaussian data.
 
 All metrics work on plain arrays, `tf.data` datasets or numpy iterables of
 images (`uint8`, or floats in [0, 1]), independently of training.
@@ -30,6 +31,7 @@ from keras_diffusion.metrics.inception import (
 )
 from keras_diffusion.metrics.inception_weights import WEIGHTS_ENV_VAR, resolve_weights_path
 from keras_diffusion.metrics.kid import KID, KIDResult, kernel_inception_distance
+from keras_diffusion.metrics.sampler_accuracy import GaussianSamplerError, gaussian_denoiser, gaussian_sampler_error
 from keras_diffusion.metrics.sampler_sweep import (
     SweepPoint,
     fid_versus_nfe,
