@@ -154,3 +154,11 @@ def test_blocks_pass_their_dtype_policy_to_their_sublayers():
     for block in blocks:
         assert {layer.dtype_policy.name for layer in block._flatten_layers(include_self=False)} == {"mixed_bfloat16"}
         assert {v.dtype for v in block.weights} == {"float32"}
+
+
+def test_the_default_norm_groups_work_for_any_widths():
+    unet = kd.models.UNet(image_shape=(8, 8, 1), widths=(16, 32), num_res_blocks=1)  # 32 groups would not divide 16
+    assert unet.norm_groups == unet.get_config()["norm_groups"] == 16
+    assert kd.models.unet.default_norm_groups((64, 128, 256)) == 32  # DDPM's value where it fits
+    assert kd.models.unet.default_norm_groups((24, 40)) == 8
+    assert kd.models.unet.default_norm_groups((7,)) == 7

@@ -1,5 +1,6 @@
 """The U-Net denoiser ε_θ(x_t, t[, c]) (the thesis' section 2.2; DDPM appendix B)."""
 
+import math
 from collections.abc import Sequence
 
 import keras
@@ -41,6 +42,9 @@ class UNet(keras.Model):
         num_classes: number of classes for a conditional model, or None.
         dropout: dropout rate inside the residual blocks.
         norm_groups: GroupNormalization groups; must divide every width.
+            None (the default): the largest divisor of all widths up to 32
+            (`default_norm_groups`), i.e. DDPM's 32 for the usual widths and
+            a working value for any others (16 for `widths=(16, 32)`).
         num_heads: attention heads.
         embedding_dim: size of the time (and class) embedding; default
             `4 * widths[0]`.
@@ -59,13 +63,15 @@ class UNet(keras.Model):
         attention_resolutions: Sequence[int] = (),
         num_classes: int | None = None,
         dropout: float = 0.0,
-        norm_groups: int = 32,
+        norm_groups: int | None = None,
         num_heads: int = 1,
         embedding_dim: int | None = None,
         **kwargs,
     ):
         image_shape = tuple(int(d) for d in image_shape)
         widths = tuple(int(w) for w in widths)
+        if norm_groups is None and widths and min(widths) >= 1:
+            norm_groups = default_norm_groups(widths)
         attention_resolutions = tuple(int(r) for r in attention_resolutions)
         _check_arguments(image_shape, widths, num_res_blocks, num_classes, dropout, norm_groups, num_heads)
         embedding_dim = embedding_dim or 4 * widths[0]
@@ -195,6 +201,17 @@ class UNet(keras.Model):
             norm_groups=32,
         )
         return cls(**{**config, **kwargs})
+
+
+def default_norm_groups(widths: Sequence[int], at_most: int = 32) -> int:
+    """The largest number of GroupNormalization groups, up to `at_most`, that divides every width.
+
+    Example:
+    >>> default_norm_groups((64, 128, 256)), default_norm_groups((16, 32)), default_norm_groups((24, 40))
+    (32, 16, 8)
+    """
+    common = math.gcd(*(int(w) for w in widths))
+    return max(d for d in range(1, min(common, at_most) + 1) if common % d == 0)
 
 
 def _check_arguments(image_shape, widths, num_res_blocks, num_classes, dropout, norm_groups, num_heads):
