@@ -209,6 +209,19 @@ def test_training_clock_counts_updates_and_only_the_time_inside_batches():
     assert clock.seconds - after_one < 0.05
 
 
+def test_an_evaluation_in_one_callback_is_not_training_time_for_the_callbacks_after_it():
+    """Callbacks run in order: the FID callback evaluates inside the batch interval of the curves' clock."""
+    evaluating, later = kd.callbacks.TrainingClock(), kd.callbacks.TrainingClock()
+    for clock in (evaluating, later):
+        clock.batch_begin()
+    evaluating.batch_end()
+    with kd.callbacks.TrainingClock.paused():  # what FIDCallback does around its evaluation
+        time.sleep(0.2)
+    later.batch_end()
+    assert later.updates == evaluating.updates == 1
+    assert abs(later.seconds - evaluating.seconds) < 0.05
+
+
 # --- image grids ----------------------------------------------------------------------------
 
 

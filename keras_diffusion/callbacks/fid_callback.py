@@ -245,7 +245,8 @@ class FIDCallback(keras.callbacks.Callback):
         return False
 
     def _record(self, logs: dict | None) -> None:
-        results = self.evaluate()
+        with TrainingClock.paused():  # not training time, for this clock and every other callback's
+            results = self.evaluate()
         self._evaluated_at_updates = self.clock.updates
         self.history.append(
             {"epoch": self._epoch + 1, "updates": self.clock.updates, "seconds": self.clock.seconds, **results}
