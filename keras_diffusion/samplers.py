@@ -229,8 +229,11 @@ def dpmpp_3m_step(x_t, x0, x0_previous, x0_before, alpha_bar_t, alpha_bar_next, 
     phi1 = (sigma_next * alpha_t) / (alpha_next * sigma_t) - 1.0  # e^{−h} − 1, finite (−1) at the data
     d1_recent = (x0 - x0_previous) / r0
     d1_older = (x0_previous - x0_before) / r1
+    d1 = d1_recent + r0 / (r0 + r1) * (d1_recent - d1_older)
+    d2 = (d1_recent - d1_older) / (r0 + r1)
     phi2 = phi1 / h + 1.0
-    third = alpha_next * (phi2 * (d1_recent + r0 / (r0 + r1) * (d1_recent - d1_older)) - (phi2 / h - 0.5) * (d1_recent - d1_older) / (r0 + r1))
+    phi3 = phi2 / h - 0.5
+    third = alpha_next * (phi2 * d1 - phi3 * d2)
     second = -alpha_next * phi1 * 0.5 * d1_recent
     first = (sigma_next / sigma_t) * x_t - alpha_next * phi1 * x0
     use_second = ops.cast(order == 2, x_t.dtype)
