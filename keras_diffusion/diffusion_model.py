@@ -360,7 +360,9 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
             num_images: how many images, >= 1.
             sampler: a name from `keras_diffusion.samplers.available()` —
                 `"dpmpp_3m"` (DPM-Solver++ 3M, the default: the most accurate
-                at 20 network evaluations), `"dpmpp_2m"` (DPM-Solver++ 2M),
+                solver of the sampling ODE at 20 network evaluations; the
+                ancestral `"ddpm"` can score a better FID on a trained model,
+                see docs/benchmarks.md), `"dpmpp_2m"` (DPM-Solver++ 2M),
                 `"ddim"` (DDIM eq. 12, η-controlled noise), `"ddpm"`
                 (ancestral), `"euler"`, `"heun"` (Karras et al. 2022), `"sde"`
                 (reverse VP-SDE, Euler–Maruyama), `"pc"` (predictor–corrector),
