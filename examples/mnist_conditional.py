@@ -207,7 +207,7 @@ def main(argv=None, feature_extractor=None, classifier=None):
 
     unet = kd.models.UNet.mnist(
         widths=args.widths, num_res_blocks=args.num_res_blocks, norm_groups=math.gcd(8, *args.widths),
-        **({} if PRESETS[args.preset]["attention"] else dict(attention_resolutions=())),
+        **({} if args.attention else dict(attention_resolutions=())),
     )  # fmt: skip
     schedule = kd.schedules.LinearSchedule(args.timesteps, beta_start=1e-4, beta_end=0.02)
     model = kd.DiffusionModel(unet, schedule=schedule, ema_decay=0.999, class_dropout=args.class_dropout, seed=args.seed)

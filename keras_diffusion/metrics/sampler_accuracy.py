@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from keras_diffusion import samplers as samplers_module
-from keras_diffusion.schedules import NoiseSchedule
+from keras_diffusion.schedules import LinearSchedule, NoiseSchedule
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,6 @@ def gaussian_sampler_error(
     >>> abs(error.std_error) < 0.01, error.function_evaluations
     (True, 20)
     """
-    from keras_diffusion.schedules import LinearSchedule
-
     sampler = samplers_module.get(sampler)
     if sampler.adaptive:
         raise ValueError(f"{sampler!r} picks its own steps; give a fixed-step sampler.")
