@@ -51,9 +51,23 @@ class OwnLossModel(keras.Model):
         if optimizer is None:
             optimizer = keras.optimizers.Adam(self.default_learning_rate)
         super().compile(optimizer=optimizer, **kwargs)
+        self._build_optimizer()
+
+    def _build_optimizer(self):
+        """Creates the optimizer's variables now, when the model's exist, rather than inside the first step.
+
+        On TensorFlow without a distribution strategy Keras defers this to the
+        first traced step; a `tf.function` that creates variables is traced twice,
+        which doubled the first `fit` step's latency.
+        """
+        if self.optimizer is None or self.optimizer.built:
+            return
+        if not all(layer.built for layer in self._flatten_layers()):
+            return  # variables appear on the first call; Keras builds the optimizer then
+        self.optimizer.build(self.trainable_variables)
 
     def compile_from_config(self, config):
         """Restores `compile()` (and builds the optimizer, whose variables load next) when a saved model is loaded."""
         self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.optimizer is not None:
+        if self.optimizer is not None and not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)

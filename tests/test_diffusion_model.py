@@ -59,10 +59,16 @@ def test_fit_accepts_a_tf_data_dataset_of_uint8_images_and_labels():
 
     model = kd.DiffusionModel(tiny_unet(num_classes=3), timesteps=100, seed=5)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    # compile() creates the optimizer's variables: a step that created them would be traced twice on TF.
+    assert model.optimizer.built and len(model.optimizer.variables) > len(model.trainable_variables)
+    traces = []
+    train_step = model.train_step
+    model.train_step = lambda *args: traces.append(1) or train_step(*args)  # (data) on TF, (state, data) on JAX
     images, labels = (tiny_images(32) * 255).astype("uint8"), np.arange(32, dtype="int64") % 3
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
     history = model.fit(dataset, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2 and np.all(np.isfinite(history.history["loss"]))
+    assert len(traces) == 1  # one trace for all 8 steps of equal shape
 
 
 def test_call_maps_uint8_and_unit_floats_to_minus_one_one(tiny_conditional):
