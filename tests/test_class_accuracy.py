@@ -80,19 +80,19 @@ def test_random_shifts_move_each_digit_by_at_most_two_pixels(mnist_subset):
 
 @pytest.fixture(scope="module")
 def small_classifier():
-    """The MNIST classifier trained on 4,096 training digits (seconds), and its test accuracy on 512."""
+    """The MNIST classifier trained on 3,072 training digits (seconds), and its test accuracy on 512."""
     try:
-        images, labels = kd.datasets.load("mnist", split="train", limit=4096)
+        images, labels = kd.datasets.load("mnist", split="train", limit=3072)
         test_images, test_labels = kd.datasets.load("mnist", split="test", limit=512)
     except FileNotFoundError as error:
         pytest.skip(f"MNIST not available offline: {error}")
-    trained = kd.metrics.train_mnist_classifier(images, labels, epochs=5)
+    trained = kd.metrics.train_mnist_classifier(images, labels, epochs=4)
     return trained, kd.metrics.classification_accuracy(trained, test_images, test_labels)
 
 
 def test_the_mnist_classifier_learns_the_digits(small_classifier):
     _, accuracy = small_classifier
-    assert accuracy > 0.9  # 4,096 digits; the full training set reaches about 99 %
+    assert accuracy > 0.9  # 3,072 digits (95 % here); the full training set reaches about 99 %
 
 
 def test_mnist_classifier_is_trained_once_then_loaded_from_its_cache(small_classifier, tmp_path, monkeypatch):

@@ -135,9 +135,16 @@ def test_cifar10_full_settings_are_the_thesis_ones():
     assert args.preset == "thesis" and args.sequence_steps == 1000
 
 
-def test_latent_mnist_quick_run_writes_its_models_grids_and_results(tmp_path):
-    example = load_example("latent_mnist")
-    results = example.main(["--quick", "--out", str(tmp_path), "--limit", "64", "--timing-rounds", "0"])
+@pytest.fixture(scope="module")
+def latent_run(tmp_path_factory):
+    """The latent example's quick run (autoencoder, latent and pixel models); (output folder, results)."""
+    out = tmp_path_factory.mktemp("latent_mnist")
+    results = load_example("latent_mnist").main(["--quick", "--out", str(out), "--limit", "64", "--timing-rounds", "0"])
+    return out, results
+
+
+def test_latent_mnist_quick_run_writes_its_models_grids_and_results(latent_run):
+    tmp_path, results = latent_run
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "autoencoder.keras", "latent_model.keras", "pixel_model.keras", "reconstructions.png", "results.json",
         "samples_latent.png", "samples_pixel.png",
@@ -173,14 +180,18 @@ def test_sampler_comparison_quick_run_writes_the_figure_the_table_the_samples_an
     assert samples.shape[:2] == (2 * tile + 2, 10 * tile + 2)  # a row of digits 0-9 per sampler
 
 
-def test_latent_mnist_against_a_saved_conditional_pixel_model(sampler_comparison, tmp_path):
-    """--pixel-model: the pixel model is loaded, not trained, and the latent model takes its classes."""
+def test_latent_mnist_against_a_saved_conditional_pixel_model(latent_run, sampler_comparison, tmp_path):
+    """--pixel-model / --autoencoder: both are loaded, not trained, and the latent model takes the classes."""
     _, out, _ = sampler_comparison
+    autoencoder = latent_run[0] / "autoencoder.keras"
     example = load_example("latent_mnist")
     argv = ["--quick", "--out", tmp_path, "--limit", 64, "--pixel-model", out / "model.keras", "--sampler", "euler",
-            "--timing-rounds", 1]  # fmt: skip
+            "--autoencoder", autoencoder, "--timing-rounds", 1]  # fmt: skip
     results = example.main([str(arg) for arg in argv])
     assert "pixel_model.keras" not in {p.name for p in tmp_path.iterdir()}
+    # The loaded autoencoder reconstructs exactly as the one that was trained and saved.
+    assert results["autoencoder"]["test_psnr_db"] == pytest.approx(latent_run[1]["autoencoder"]["test_psnr_db"], rel=1e-5)
+    assert "epochs" not in results["autoencoder"]  # not trained again
     assert results["pixel"]["loaded"] == str(out / "model.keras") and results["num_classes"] == 10
     assert results["sampler"] == "euler"
     latent = keras.models.load_model(tmp_path / "latent_model.keras")
