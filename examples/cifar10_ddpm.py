@@ -56,7 +56,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import keras_diffusion as kd
-from keras_diffusion.metrics.atomic_files import save_model_atomically, write_bytes_atomically
+from keras_diffusion.io import save_model_atomically, write_bytes_atomically
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 AIRPLANE = 0

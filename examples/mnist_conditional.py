@@ -71,7 +71,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import keras_diffusion as kd
-from keras_diffusion.metrics.atomic_files import save_model_atomically, write_bytes_atomically
+from keras_diffusion.io import save_model_atomically, write_bytes_atomically
 
 PRESETS = {
     # The thesis' settings (section 4.1); about an hour on one GPU.

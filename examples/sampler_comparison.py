@@ -41,7 +41,7 @@ import keras
 import numpy as np
 
 import keras_diffusion as kd
-from keras_diffusion.metrics.atomic_files import save_model_atomically
+from keras_diffusion.io import save_model_atomically
 from keras_diffusion.metrics.fid import MIN_RECOMMENDED_SAMPLES
 
 FULL = dict(samplers="ddim,dpmpp_2m,euler,heun,ddpm", steps="5,10,20,50,100", num_samples=2048, epochs=3, limit=0,

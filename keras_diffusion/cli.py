@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 import keras_diffusion as kd
-from keras_diffusion.metrics.atomic_files import save_model_atomically, save_npz_atomically, write_bytes_atomically
+from keras_diffusion.io import save_model_atomically, save_npz_atomically, write_bytes_atomically
 from keras_diffusion.metrics.fid import MIN_RECOMMENDED_SAMPLES
 
 PROGRAM = "keras-diffusion"

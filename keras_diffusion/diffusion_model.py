@@ -1,6 +1,5 @@
 """`DiffusionModel`: trains a denoiser with the simplified ε-loss and samples from it."""
 
-import inspect
 from collections.abc import Sequence
 
 import keras
@@ -11,7 +10,7 @@ from keras_diffusion import ema as power_ema
 from keras_diffusion import noise as noise_distributions
 from keras_diffusion import predictions, samplers, schedules
 from keras_diffusion.backend import compile_function, draw_for_global_batch, mean_over_global_batch
-from keras_diffusion.own_loss import OwnLossModel
+from keras_diffusion.own_loss import OwnLossModel, accepts_argument, is_int
 from keras_diffusion.seed_states import SavesSeedStates
 
 
@@ -470,7 +469,7 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
         """A pure function of one sampler step, compiled once per (sampler, labels?, guided?, clip?)."""
         denoiser, prediction, null_class = self.denoiser, self.prediction, self.null_class
         # stateless_call hands keyword arguments straight to call(); not every denoiser takes `training`.
-        call_kwargs = {"training": False} if _accepts_argument(denoiser.call, "training") else {}
+        call_kwargs = {"training": False} if accepts_argument(denoiser.call, "training") else {}
 
         def step(trainable, non_trainable, x, state, row, noise, labels, guidance_scale):
             def denoise(x, t, alpha_bar):
@@ -501,7 +500,7 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
         return step
 
     def _check_generate_arguments(self, num_images, sampler, guidance_scale, batch_size, steps):
-        if not _is_int(num_images) or num_images < 1:
+        if not is_int(num_images) or num_images < 1:
             raise ValueError(f"`num_images` must be a positive integer; received {num_images!r}.")
         if not np.isfinite(guidance_scale) or guidance_scale < 0:
             raise ValueError(f"`guidance_scale` must be a finite number >= 0; received {guidance_scale!r}.")
@@ -510,7 +509,7 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
                 "`guidance_scale` needs a class-conditional denoiser (built with num_classes); "
                 "this model is unconditional, so leave guidance_scale=0."
             )
-        if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
+        if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
             raise ValueError(f"`batch_size` must be a positive integer or None; received {batch_size!r}.")
         if sampler.gaussian_only and type(self.noise) is not noise_distributions.GaussianNoise:
             raise ValueError(
@@ -632,15 +631,6 @@ def _check_array_values(images):
             f"Float images must lie in [0, 1]; these go down to {low:g}, which looks like [-1, 1] data. "
             "Map it with (x + 1) / 2; the model scales to [-1, 1] itself."
         )
-
-
-def _accepts_argument(function, name: str) -> bool:
-    parameters = inspect.signature(function).parameters.values()
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _infer_image_shape(denoiser, image_shape):

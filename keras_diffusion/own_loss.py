@@ -7,7 +7,10 @@ an overridden `compile()` when it loads a saved model; `compile_from_config`
 here does, so a loaded model resumes training with its optimizer's state.
 """
 
+import inspect
+
 import keras
+import numpy as np
 
 
 class OwnLossModel(keras.Model):
@@ -71,3 +74,24 @@ class OwnLossModel(keras.Model):
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.optimizer is not None and not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
+
+
+def is_int(value) -> bool:
+    """Whether `value` is an integer for a count or size argument: Python or NumPy ints, not bools.
+
+    Example:
+    >>> is_int(3), is_int(np.int64(3)), is_int(True), is_int(3.0)
+    (True, True, False, False)
+    """
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def accepts_argument(function, name: str) -> bool:
+    """Whether `function` takes a keyword `name` (or `**kwargs`), e.g. a user network's `training`.
+
+    Example:
+    >>> accepts_argument(lambda x, training=False: x, "training"), accepts_argument(lambda x: x, "training")
+    (True, False)
+    """
+    parameters = inspect.signature(function).parameters.values()
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)

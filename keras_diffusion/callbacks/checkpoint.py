@@ -27,7 +27,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_diffusion.metrics.atomic_files import write_bytes_atomically
+from keras_diffusion.io import write_bytes_atomically
 
 POINTER_FILE = "checkpoint.json"
 FORMAT_VERSION = 1

@@ -1,16 +1,14 @@
 """Image grids of samples, as arrays and as a per-epoch PNG callback."""
 
-import io
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import keras
-import matplotlib.image
 import numpy as np
 
 from keras_diffusion import samplers
-from keras_diffusion.metrics.atomic_files import write_bytes_atomically
+from keras_diffusion.io import save_image_atomically
 from keras_diffusion.metrics.images import as_uint8_images
 
 
@@ -46,29 +44,6 @@ def make_image_grid(images: Any, columns: int, padding: int = 2, pad_value: floa
         left = padding + (index % columns) * (width + padding)
         grid[top : top + height, left : left + width] = tile
     return grid
-
-
-def save_image_atomically(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Writes an `(H, W, C)` image in [0, 1] as PNG via a temporary file.
-
-    Args:
-        path: the destination `.png`.
-        image: float array with 1 or 3 channels.
-
-    Returns:
-        None.
-
-    Example:
-    >>> import tempfile
-    >>> save_image_atomically(os.path.join(tempfile.mkdtemp(), "x.png"), np.zeros((4, 4, 1)))
-    """
-    image = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
-    buffer = io.BytesIO()
-    if image.shape[-1] == 1:
-        matplotlib.image.imsave(buffer, image[..., 0], cmap="gray", vmin=0.0, vmax=1.0, format="png")
-    else:
-        matplotlib.image.imsave(buffer, image, format="png")
-    write_bytes_atomically(path, buffer.getvalue())
 
 
 class ImageGridCallback(keras.callbacks.Callback):

@@ -20,7 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_diffusion.metrics.atomic_files import save_npz_atomically
+from keras_diffusion.io import save_npz_atomically
 from keras_diffusion.metrics.inception_weights import CACHE_SUBDIR, keras_home
 
 CLASSIFIER_ENV_VAR = "KERAS_DIFFUSION_MNIST_CLASSIFIER"

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
-from keras_diffusion.metrics.atomic_files import save_npz_atomically
+from keras_diffusion.io import save_npz_atomically
 
 WEIGHTS_ENV_VAR = "KERAS_DIFFUSION_FID_WEIGHTS"
 TORCHSCRIPT_URL = (

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from keras_diffusion import samplers as sampler_registry
-from keras_diffusion.metrics.atomic_files import write_bytes_atomically
+from keras_diffusion.io import write_bytes_atomically
 from keras_diffusion.metrics.fid import FID
 from keras_diffusion.metrics.statistics import FeatureStatistics
 

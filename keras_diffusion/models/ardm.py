@@ -8,7 +8,6 @@ generated at once (the thesis' eq. 28); sampling reveals the pixels one by one
 implements each equation, is in docs/concepts/ardm.md.
 """
 
-import inspect
 import math
 from collections.abc import Sequence
 
@@ -19,7 +18,7 @@ from keras import layers, ops
 from keras_diffusion.backend import compile_function, draw_for_global_batch, mean_over_global_batch
 from keras_diffusion.models.layers import ResidualBlock, SinusoidalEmbedding
 from keras_diffusion.models.normalization import GroupNormalization
-from keras_diffusion.own_loss import OwnLossModel
+from keras_diffusion.own_loss import OwnLossModel, accepts_argument, is_int
 from keras_diffusion.seed_states import SavesSeedStates
 
 INPUT_ENCODINGS = ("one_hot", "scaled")
@@ -258,11 +257,11 @@ class ARDM(SavesSeedStates, OwnLossModel):
     ):
         super().__init__(**kwargs)
         image_shape = tuple(image_shape)
-        if len(image_shape) != 3 or not all(_is_int(d) and d >= 1 for d in image_shape):
+        if len(image_shape) != 3 or not all(is_int(d) and d >= 1 for d in image_shape):
             raise ValueError(
                 f"`image_shape` must be (height, width, channels) of positive ints; received {image_shape}."
             )
-        if not _is_int(num_levels) or not 2 <= num_levels <= 256:
+        if not is_int(num_levels) or not 2 <= num_levels <= 256:
             raise ValueError(f"`num_levels` must be an integer in 2..256 (2 = binarised); received {num_levels!r}.")
         if input_encoding not in INPUT_ENCODINGS:
             raise ValueError(f"`input_encoding` must be one of {INPUT_ENCODINGS}; received {input_encoding!r}.")
@@ -460,9 +459,9 @@ class ARDM(SavesSeedStates, OwnLossModel):
         0.142
         """
         _check_images(self, images, "images")
-        if not _is_int(num_draws) or num_draws < 1:
+        if not is_int(num_draws) or num_draws < 1:
             raise ValueError(f"`num_draws` must be a positive integer; received {num_draws!r}.")
-        if not _is_int(batch_size) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive integer; received {batch_size!r}.")
         nll_function = self._compiled_function("nll", self._make_nll_function)
         weights = self._network_weights()
@@ -532,9 +531,9 @@ class ARDM(SavesSeedStates, OwnLossModel):
         Example:
         >>> images = model.generate(16, seed=0, pixels_per_step=4)  # doctest: +SKIP
         """
-        if not _is_int(num_images) or num_images < 1:
+        if not is_int(num_images) or num_images < 1:
             raise ValueError(f"`num_images` must be a positive integer; received {num_images!r}.")
-        if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
+        if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
             raise ValueError(f"`batch_size` must be a positive integer or None; received {batch_size!r}.")
         batch_size = min(batch_size or 256, num_images)
         steps = -(-self.num_dims // self._check_sampling_arguments(pixels_per_step, temperature))
@@ -601,7 +600,7 @@ class ARDM(SavesSeedStates, OwnLossModel):
         return step
 
     def _check_sampling_arguments(self, pixels_per_step, temperature) -> int:
-        if not _is_int(pixels_per_step) or not 1 <= pixels_per_step <= self.num_dims:
+        if not is_int(pixels_per_step) or not 1 <= pixels_per_step <= self.num_dims:
             raise ValueError(
                 f"`pixels_per_step` must be an integer in 1..{self.num_dims} (the pixels of an image); "
                 f"received {pixels_per_step!r}."
@@ -615,7 +614,7 @@ class ARDM(SavesSeedStates, OwnLossModel):
     def _stateless_network(self):
         network = self.network
         # stateless_call hands keyword arguments straight to call(); not every network takes `training`.
-        kwargs = {"training": False} if _accepts_argument(network.call, "training") else {}
+        kwargs = {"training": False} if accepts_argument(network.call, "training") else {}
 
         def bind(trainable, non_trainable):
             return lambda inputs: network.stateless_call(trainable, non_trainable, inputs, **kwargs)[0]
@@ -706,12 +705,3 @@ def _check_training_data(model, x):
             raise ValueError(_shape_message(model.image_shape, spec.shape))
     elif hasattr(x, "shape"):
         _check_images(model, x, "x")
-
-
-def _accepts_argument(function, name: str) -> bool:
-    parameters = inspect.signature(function).parameters.values()
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

@@ -7,17 +7,15 @@ layout (`vae-ft-mse-840000-ema-pruned.safetensors`), with a small reader of
 our own: neither torch, diffusers, keras-cv nor keras-hub is needed.
 """
 
-import json
 import os
 import re
-import struct
 from collections.abc import Iterator, Sequence
 
 import keras
 import numpy as np
 from keras import layers
 
-from keras_diffusion.metrics.atomic_files import write_bytes_atomically
+from keras_diffusion.io import read_safetensors, write_safetensors
 from keras_diffusion.models.autoencoder import AutoencoderKL
 from keras_diffusion.models.autoencoder_layers import ConvResidualBlock, Downsample, SpatialSelfAttention, Upsample
 
@@ -25,7 +23,6 @@ from keras_diffusion.models.autoencoder_layers import ConvResidualBlock, Downsam
 DEFAULT_WEIGHTS_URL = "https://huggingface.co/stabilityai/sd-vae-ft-mse/resolve/main/diffusion_pytorch_model.safetensors"
 DEFAULT_WEIGHTS_FILE = "sd-vae-ft-mse.safetensors"
 
-_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "BF16": np.uint16}
 
 
 @keras.saving.register_keras_serializable(package="keras_diffusion")
@@ -256,55 +253,6 @@ def _diffusers_key(key: str, num_levels: int) -> str:
     for pattern, replacement in replacements:
         key = re.sub(pattern, replacement, key)
     return key
-
-
-# ---------------------------------------------------------------- safetensors
-
-
-def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Reads a `.safetensors` file into float32 NumPy arrays (F32, F16, BF16, F64 tensors).
-
-    The format: an 8-byte little-endian header length, a JSON header
-    `{name: {"dtype", "shape", "data_offsets": [begin, end]}}`, then the raw data.
-
-    Example:
-    >>> read_safetensors("diffusion_pytorch_model.safetensors")  # doctest: +SKIP
-    """
-    with open(path, "rb") as file:
-        data = file.read()
-    if len(data) < 8:
-        raise ValueError(f"{os.fspath(path)!r} is not a safetensors file (too short).")
-    (header_size,) = struct.unpack("<Q", data[:8])
-    try:
-        header = json.loads(data[8 : 8 + header_size])
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(f"{os.fspath(path)!r} is not a safetensors file ({error}).") from None
-    body = memoryview(data)[8 + header_size :]
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info["dtype"] not in _SAFETENSORS_DTYPES:
-            raise ValueError(f"Tensor {name!r} has dtype {info['dtype']}; expected one of {sorted(_SAFETENSORS_DTYPES)}.")
-        begin, end = info["data_offsets"]
-        array = np.frombuffer(body[begin:end], dtype=np.dtype(_SAFETENSORS_DTYPES[info["dtype"]]).newbyteorder("<"))
-        if info["dtype"] == "BF16":  # bfloat16 is the upper half of a float32
-            array = (array.astype(np.uint32) << 16).view(np.float32)
-        tensors[name] = array.astype(np.float32).reshape(info["shape"])
-    return tensors
-
-
-def write_safetensors(path: str | os.PathLike, tensors: dict[str, np.ndarray]) -> None:
-    """Writes float32 arrays as a `.safetensors` file (atomically)."""
-    header, chunks, offset = {}, [], 0
-    for name, array in tensors.items():
-        raw = np.ascontiguousarray(array, dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(array.shape), "data_offsets": [offset, offset + len(raw)]}
-        chunks.append(raw)
-        offset += len(raw)
-    encoded = json.dumps(header).encode()
-    encoded += b" " * (-len(encoded) % 8)  # the format pads the header to 8 bytes
-    write_bytes_atomically(path, struct.pack("<Q", len(encoded)) + encoded + b"".join(chunks))
 
 
 def _download_default_weights() -> str:
