@@ -24,7 +24,6 @@ DEFAULT_WEIGHTS_URL = "https://huggingface.co/stabilityai/sd-vae-ft-mse/resolve/
 DEFAULT_WEIGHTS_FILE = "sd-vae-ft-mse.safetensors"
 
 
-
 @keras.saving.register_keras_serializable(package="keras_diffusion")
 class StableDiffusionVAE(AutoencoderKL):
     """The Stable Diffusion v1 VAE: 8× downsampling to 4 latent channels (83.7 M parameters).
