@@ -362,6 +362,8 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
                 solver of the sampling ODE at 20 network evaluations; the
                 ancestral `"ddpm"` can score a better FID on a trained model,
                 see docs/benchmarks.md), `"dpmpp_2m"` (DPM-Solver++ 2M),
+                `"dpmpp_2m_sde"` (its stochastic form: DDPM's fresh noise at
+                every step with 2M's accuracy),
                 `"ddim"` (DDIM eq. 12, η-controlled noise), `"ddpm"`
                 (ancestral), `"euler"`, `"heun"` (Karras et al. 2022), `"sde"`
                 (reverse VP-SDE, Euler–Maruyama), `"pc"` (predictor–corrector),

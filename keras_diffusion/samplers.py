@@ -212,6 +212,27 @@ def dpmpp_2m_step(x_t, x0, x0_previous, alpha_bar_t, alpha_bar_next, ratio, seco
     return (sigma_next / sigma_t) * x_t - alpha_next * (exp_minus_h - 1.0) * (x0 + correction)
 
 
+def dpmpp_2m_sde_step(x_t, x0, x0_previous, alpha_bar_t, alpha_bar_next, ratio, second_order, noise):
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022, the solver of the reverse SDE; midpoint form) in the model's scaling.
+
+    With α, σ, λ, h and D as in `dpmpp_2m_step`, each step solves the linear
+    part of the reverse SDE exactly and adds the noise it injects:
+    x_{t'} = (σ_{t'}/σ_t) e^{−h} x_t + α_{t'} (1 − e^{−2h}) D + σ_{t'} √(1 − e^{−2h}) z.
+    First order (D = x̂_0) it is the DDPM posterior step q(x_{t'} | x_t, x̂_0);
+    the last step (σ_{t'} = 0) returns D, adding no noise.
+    """
+    alpha_t, sigma_t = ops.sqrt(alpha_bar_t), ops.sqrt(1.0 - alpha_bar_t)
+    alpha_next, sigma_next = ops.sqrt(alpha_bar_next), ops.sqrt(1.0 - alpha_bar_next)
+    exp_minus_h = (sigma_next * alpha_t) / (alpha_next * sigma_t)
+    injected = 1.0 - exp_minus_h**2  # 1 − e^{−2h}
+    correction = second_order * (x0 - x0_previous) / (2.0 * ratio)
+    return (
+        (sigma_next / sigma_t) * exp_minus_h * x_t
+        + alpha_next * injected * (x0 + correction)
+        + sigma_next * ops.sqrt(ops.maximum(injected, 0.0)) * noise
+    )
+
+
 def dpmpp_3m_step(x_t, x0, x0_previous, x0_before, alpha_bar_t, alpha_bar_next, h, r0, r1, order):
     """DPM-Solver++(3M) (Lu et al. 2022, multistep, third order) in the model's scaling.
 
@@ -537,6 +558,29 @@ class DPMSolverPlusPlus2MSampler(Sampler):
         return x_next, (x0,)
 
 
+class DPMSolverPlusPlus2MSDESampler(DPMSolverPlusPlus2MSampler):
+    """SDE-DPM-Solver++(2M), `dpmpp_2m_sde_step`: the 2M multistep rule on the reverse SDE.
+
+    Like `"ddpm"` it injects fresh noise at every step, which washes out part
+    of a trained network's error (the ancestral sampler scores better FIDs than
+    the ODE solvers on our MNIST model), while the second-order multistep
+    correction keeps the discretisation error of 2M. One evaluation per step;
+    the first step and the last (to the data) are first order.
+
+    Args:
+        spacing: default `"logsnr"`.
+    """
+
+    name = "dpmpp_2m_sde"
+    noise_draws = 1
+
+    def step(self, denoise, x, state, row, noise):
+        t, alpha_bar_t, alpha_bar_next, ratio, second_order = row[0], row[1], row[2], row[3], row[4]
+        x0, _ = denoise(x, t, alpha_bar_t)
+        x_next = dpmpp_2m_sde_step(x, x0, state[0], alpha_bar_t, alpha_bar_next, ratio, second_order, noise[0])
+        return x_next, (x0,)
+
+
 class DPMSolverPlusPlus3MSampler(Sampler):
     """DPM-Solver++(3M), `dpmpp_3m_step`: third order from the last two x̂_0, one evaluation per step.
 
@@ -732,6 +776,7 @@ SAMPLERS = {
     "heun": HeunSampler,
     "dpmpp_2m": DPMSolverPlusPlus2MSampler,
     "dpmpp_3m": DPMSolverPlusPlus3MSampler,
+    "dpmpp_2m_sde": DPMSolverPlusPlus2MSDESampler,
     "sde": ReverseSDESampler,
     "pc": PredictorCorrectorSampler,
     "ode": ProbabilityFlowODESampler,

@@ -141,6 +141,21 @@ def test_euler_and_first_order_dpm_solver_equal_deterministic_ddim(t, gap, seed)
     np.testing.assert_allclose(first_order, ddim, rtol=1e-6, atol=1e-6)
 
 
+@settings(max_examples=30, deadline=None)
+@given(t=st.integers(1, 999), gap=st.integers(1, 300), seed=st.integers(0, 2**16))
+def test_first_order_sde_dpm_solver_is_the_ddpm_posterior_step(t, gap, seed):
+    """SDE-DPM-Solver++(1) and DDPM's q(x_t' | x_t, x̂_0) (small variance): the same mean, noise scale and draw."""
+    rng = np.random.default_rng(seed)
+    x_t, x0, z = rng.standard_normal((3, 5))
+    ab_t, ab_prev = SCHEDULE.alpha_bar[t], SCHEDULE.alpha_bar[max(t - gap, 0)]
+    eps = (x_t - np.sqrt(ab_t) * x0) / np.sqrt(1 - ab_t)
+    ddpm = to_numpy(samplers.ddpm_step(x_t, x0, eps, ab_t, ab_prev, z, "small"))
+    sde = to_numpy(samplers.dpmpp_2m_sde_step(x_t, x0, x0 * 0, ab_t, ab_prev, 1.0, 0.0, z))
+    np.testing.assert_allclose(sde, ddpm, rtol=1e-5, atol=1e-5)
+    # The last step, to the data, adds no noise and returns x̂_0.
+    np.testing.assert_allclose(to_numpy(samplers.dpmpp_2m_sde_step(x_t, x0, x0 * 0, ab_t, 1.0, 1.0, 0.0, z)), x0, atol=1e-6)
+
+
 def dpm_solver_local_error(h, second_order):
     """One step of DPM-Solver++ on x̂_0(λ) = a + bλ, whose ODE solution is x(λ) = α(λ)(a + bλ − b) + Cσ(λ)."""
     a, b, constant = 0.3, -0.2, 0.7
