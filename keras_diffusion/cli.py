@@ -174,7 +174,7 @@ def _add_sampling_options(parser: argparse.ArgumentParser, what: str) -> None:
     )
     parser.add_argument(
         "--steps", type=_positive_int, default=None,
-        help=f"sampler steps of {what} (default: the sampler's own, e.g. 20 for dpmpp_3m, T for ddpm)",
+        help=f"sampler steps of {what} (default: the sampler's own, e.g. 20 for dpmpp_2m_sde, T for ddpm)",
     )  # fmt: skip
     parser.add_argument(
         "--eta", type=_non_negative_float, default=None,

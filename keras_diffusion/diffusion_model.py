@@ -358,12 +358,11 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
         Args:
             num_images: how many images, >= 1.
             sampler: a name from `keras_diffusion.samplers.available()` —
-                `"dpmpp_3m"` (DPM-Solver++ 3M, the default: the most accurate
-                solver of the sampling ODE at 20 network evaluations; the
-                ancestral `"ddpm"` can score a better FID on a trained model,
-                see docs/benchmarks.md), `"dpmpp_2m"` (DPM-Solver++ 2M),
-                `"dpmpp_2m_sde"` (its stochastic form: DDPM's fresh noise at
-                every step with 2M's accuracy),
+                `"dpmpp_2m_sde"` (the default: SDE-DPM-Solver++(2M), DDPM's
+                fresh noise at every step with 2M's accuracy; the best FID
+                per network evaluation we measured, docs/benchmarks.md),
+                `"dpmpp_3m"` (DPM-Solver++ 3M, the most accurate solver of
+                the sampling ODE at 20 evaluations), `"dpmpp_2m"`,
                 `"ddim"` (DDIM eq. 12, η-controlled noise), `"ddpm"`
                 (ancestral), `"euler"`, `"heun"` (Karras et al. 2022), `"sde"`
                 (reverse VP-SDE, Euler–Maruyama), `"pc"` (predictor–corrector),
