@@ -99,7 +99,7 @@ def main(argv=None):
     grid_path = os.path.join(args.out, "samples.png")
     kd.callbacks.save_image_atomically(grid_path, kd.callbacks.make_image_grid(samples, columns=8))
     model_path = os.path.join(args.out, "model.keras")
-    kd.metrics.atomic_files.save_model_atomically(model, model_path)  # never a half-written model.keras
+    kd.io.save_model_atomically(model, model_path)  # never a half-written model.keras
     print(f"Wrote {grid_path} and {model_path}.")
     if args.eval_samples:
         evaluate(model, args)

@@ -150,10 +150,11 @@ def test_first_order_sde_dpm_solver_is_the_ddpm_posterior_step(t, gap, seed):
     ab_t, ab_prev = SCHEDULE.alpha_bar[t], SCHEDULE.alpha_bar[max(t - gap, 0)]
     eps = (x_t - np.sqrt(ab_t) * x0) / np.sqrt(1 - ab_t)
     ddpm = to_numpy(samplers.ddpm_step(x_t, x0, eps, ab_t, ab_prev, z, "small"))
-    sde = to_numpy(samplers.dpmpp_2m_sde_step(x_t, x0, x0 * 0, ab_t, ab_prev, 1.0, 0.0, z))
+    one, zero = np.float64(1.0), np.float64(0.0)  # every argument float64, as the arrays (TF does not mix)
+    sde = to_numpy(samplers.dpmpp_2m_sde_step(x_t, x0, x0 * 0, ab_t, ab_prev, one, zero, z))
     np.testing.assert_allclose(sde, ddpm, rtol=1e-5, atol=1e-5)
     # The last step, to the data, adds no noise and returns x̂_0.
-    np.testing.assert_allclose(to_numpy(samplers.dpmpp_2m_sde_step(x_t, x0, x0 * 0, ab_t, 1.0, 1.0, 0.0, z)), x0, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(samplers.dpmpp_2m_sde_step(x_t, x0, x0 * 0, ab_t, one, one, zero, z)), x0, atol=1e-6)
 
 
 def dpm_solver_local_error(h, second_order):
