@@ -5,7 +5,7 @@ import pathlib
 import tempfile
 
 # Set before the backend starts. The tests compile hundreds of tiny programs and run each for
-# milliseconds, so XLA's LLVM optimisation (-O2) costs more than it saves (the JAX suite: -23 %
+# milliseconds, so XLA's LLVM optimisation (-O2) costs more than it saves (three JAX test files: -23 %
 # in time), and JAX's persistent cache shares identical programs across tests, pytest-xdist
 # workers and the tests' subprocesses. Neither changes what a program computes.
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
