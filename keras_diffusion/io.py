@@ -1,6 +1,7 @@
 """Writing and reading files: atomic writes (readers see the old file or the new one, never half of
 one), PNG images and `.safetensors` tensors. Every module that writes a file goes through here."""
 
+import contextlib
 import io
 import json
 import os
@@ -28,13 +29,20 @@ def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:
     >>> open(path, "rb").read()
     b'done'
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    try:
-        with os.fdopen(descriptor, "wb") as file:
+    with _replaced_atomically(path, os.path.splitext(os.fspath(path))[1]) as temporary:
+        with open(temporary, "wb") as file:
             file.write(data)
+
+
+@contextlib.contextmanager
+def _replaced_atomically(path: str | os.PathLike, suffix: str):
+    """Yields a temporary path beside `path`, renamed over `path` when the block ends; removed if it raises."""
+    directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+    os.makedirs(directory, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
+    os.close(descriptor)
+    try:
+        yield temporary
         # mkstemp creates the file 0600; give it the permissions a plain open() would.
         os.chmod(temporary, 0o666 & ~_current_umask())
         os.replace(temporary, path)
@@ -88,19 +96,8 @@ def save_model_atomically(model, path: str | os.PathLike) -> None:
     >>> os.path.exists(path)
     True
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".keras")
-    os.close(descriptor)
-    try:
+    with _replaced_atomically(path, ".keras") as temporary:
         model.save(temporary)
-        os.chmod(temporary, 0o666 & ~_current_umask())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def save_image_atomically(path: str | os.PathLike, image: np.ndarray) -> None:
