@@ -24,7 +24,6 @@ import os
 import time
 
 import keras
-import numpy as np
 
 import keras_diffusion as kd
 from keras_diffusion.backend import cpu_description
@@ -40,7 +39,10 @@ NETWORKS = {
 }
 
 # name: (DiffusionModel arguments, optimizer arguments); every recipe starts from BASE.
-BASE = dict(model=dict(prediction="epsilon"), learning_rate=1e-3, batch_size=64, network="small", beta_2=0.999)
+BASE = dict(
+    model=dict(prediction="epsilon"), learning_rate=1e-3, batch_size=64, network="small", beta_2=0.999,
+    lr_schedule="constant", ema_decay=None,
+)  # fmt: skip
 RECIPES = {
     "epsilon": {},
     "v": dict(model=dict(prediction="v")),
@@ -52,7 +54,25 @@ RECIPES = {
     "batch_32": dict(batch_size=32),
     "beta2_0.99": dict(beta_2=0.99),
     "attention": dict(network="small_attention"),
+    # Cosine decay of the learning rate to 0 over the run, after a linear warm-up (5 % of the updates).
+    "v_cosine": dict(model=dict(prediction="v"), lr_schedule="cosine"),
+    "v_cosine_lr_2e-3": dict(model=dict(prediction="v"), lr_schedule="cosine", learning_rate=2e-3),
+    "v_min_snr_cosine": dict(model=dict(prediction="v", min_snr_gamma=5.0), lr_schedule="cosine"),
+    "v_cosine_batch_32": dict(model=dict(prediction="v"), lr_schedule="cosine", batch_size=32),
+    "v_cosine_batch_128": dict(model=dict(prediction="v"), lr_schedule="cosine", batch_size=128, learning_rate=2e-3),
+    "v_cosine_ema_0.995": dict(model=dict(prediction="v"), lr_schedule="cosine", ema_decay=0.995),
+    "v_cosine_beta2_0.99": dict(model=dict(prediction="v"), lr_schedule="cosine", beta_2=0.99),
 }
+
+
+def learning_rate(settings: dict, updates: int):
+    """The recipe's learning rate: a constant, or a warm-up over 5 % of `updates` then cosine decay to 0."""
+    if settings["lr_schedule"] == "constant":
+        return settings["learning_rate"]
+    warmup = max(1, updates // 20)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=updates - warmup, warmup_target=settings["learning_rate"], warmup_steps=warmup
+    )
 
 
 def recipe(name: str) -> dict:
@@ -63,22 +83,27 @@ def recipe(name: str) -> dict:
 
 def run(name: str, args, images, labels, classifier, statistics) -> list[dict]:
     settings = recipe(name)
+    # Recipes of another batch size train for the same number of images, not updates.
+    updates = args.updates * BASE["batch_size"] // settings["batch_size"]
+    every = args.every * BASE["batch_size"] // settings["batch_size"]
     keras.utils.set_random_seed(args.seed)
     unet = kd.models.UNet.mnist(**NETWORKS[settings["network"]])
-    model = kd.DiffusionModel(unet, ema_decay=args.ema_decay, seed=args.seed, **settings["model"])
-    model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"], beta_2=settings["beta_2"]))
+    ema_decay = settings["ema_decay"] or args.ema_decay
+    model = kd.DiffusionModel(unet, ema_decay=ema_decay, seed=args.seed, **settings["model"])
+    optimizer = keras.optimizers.Adam(learning_rate(settings, updates), beta_2=settings["beta_2"])
+    model.compile(optimizer=optimizer)
     fid = kd.callbacks.FIDCallback(
-        statistics, num_samples=args.num_samples, every_n_updates=args.every, sampler=args.sampler,
+        statistics, num_samples=args.num_samples, every_n_updates=every, sampler=args.sampler,
         steps=args.steps, classifier=classifier, seed=args.seed, verbose=1,
     )  # fmt: skip
     batch_size = settings["batch_size"]
-    epochs = -(-args.updates * batch_size // len(images))
+    epochs = -(-updates * batch_size // len(images))
     stop = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: setattr(model, "stop_training", fid.clock.updates >= args.updates)
+        on_train_batch_end=lambda batch, logs: setattr(model, "stop_training", fid.clock.updates >= updates)
     )
     print(f"--- {name}: {settings}, {unet.count_params():,} parameters", flush=True)
     model.fit(images, labels, batch_size=batch_size, epochs=epochs, shuffle=True, callbacks=[fid, stop], verbose=0)
-    return [{"recipe": name, **row} for row in fid.history]
+    return [{"recipe": name, **row, "images": row["updates"] * batch_size} for row in fid.history]
 
 
 def plot(rows: list[dict], path: str, x_axes=("updates", "seconds")) -> None:
