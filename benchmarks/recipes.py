@@ -29,13 +29,11 @@ import keras_diffusion as kd
 from keras_diffusion.backend import cpu_description
 
 NETWORKS = {
-    # 1.06 M parameters: one residual block per level, attention only in the middle (7x7).
-    "small": dict(widths=(32, 64, 64), num_res_blocks=1, attention_resolutions=(), norm_groups=8, dropout=0.0),
+    # UNet.preset("tiny"), 1.06 M parameters: one residual block per level, attention only in the middle (7x7).
+    "small": ("tiny", {}),
     # The main job's earlier network: the same with attention after every 7x7 block (1.11 M).
-    "small_attention": dict(
-        widths=(32, 64, 64), num_res_blocks=1, attention_resolutions=(7,), norm_groups=8, dropout=0.0
-    ),
-    "mnist": {},  # UNet.mnist(): 3.9 M parameters, two blocks per level, dropout 0.1
+    "small_attention": ("tiny", dict(attention_resolutions=(7,))),
+    "mnist": ("mnist", {}),  # UNet.mnist(): 3.9 M parameters, two blocks per level, dropout 0.1
 }
 
 # name: (DiffusionModel arguments, optimizer arguments); every recipe starts from BASE.
@@ -87,7 +85,8 @@ def run(name: str, args, images, labels, classifier, statistics) -> list[dict]:
     updates = args.updates * BASE["batch_size"] // settings["batch_size"]
     every = args.every * BASE["batch_size"] // settings["batch_size"]
     keras.utils.set_random_seed(args.seed)
-    unet = kd.models.UNet.mnist(**NETWORKS[settings["network"]])
+    preset, overrides = NETWORKS[settings["network"]]
+    unet = kd.models.UNet.preset(preset, **overrides)
     ema_decay = settings["ema_decay"] or args.ema_decay
     model = kd.DiffusionModel(unet, ema_decay=ema_decay, seed=args.seed, **settings["model"])
     optimizer = keras.optimizers.Adam(learning_rate(settings, updates), beta_2=settings["beta_2"])

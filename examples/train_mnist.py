@@ -35,14 +35,6 @@ import numpy as np
 
 import keras_diffusion as kd
 
-PRESETS = {
-    # Small enough for a CPU: one residual block per level, attention only in the middle (7x7), 1.06 M params.
-    "quick": dict(widths=(32, 64, 64), num_res_blocks=1, attention_resolutions=(), norm_groups=8, dropout=0.0),
-    # The library's MNIST application preset (kd.models.UNet.mnist()).
-    "mnist": {},
-}
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/mnist", help="output folder")
@@ -50,7 +42,7 @@ def parse_args(argv=None):
     parser.add_argument("--limit", type=int, default=48000, help="training digits to use (0: all 60,000)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    parser.add_argument("--preset", choices=["tiny", "mnist"], default="tiny", help="kd.models.UNet.preset name")
     parser.add_argument("--guidance-scale", type=float, default=2.0, help="w of the final sample grid")
     parser.add_argument("--sampler", choices=kd.samplers.available(), default="ddim", help="sampler of the final grid")
     parser.add_argument("--eta", type=float, default=1.0, help="DDIM's eta for the final grid (1: stochastic)")
@@ -76,7 +68,7 @@ def main(argv=None):
     images, labels = kd.datasets.load("mnist", split="train", data_dir=args.data_dir, limit=args.limit or None)
     real_images, _ = kd.datasets.load("mnist", split="test", data_dir=args.data_dir, limit=32)
 
-    unet = kd.models.UNet.mnist(**PRESETS[args.preset])
+    unet = kd.models.UNet.preset(args.preset)
     model = kd.DiffusionModel(unet, schedule="linear", timesteps=1000, ema_decay=0.999, class_dropout=0.1, seed=args.seed)
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
     print(f"Training a {unet.count_params():,}-parameter U-Net on {len(images):,} digits for {args.epochs} epochs "

@@ -39,18 +39,6 @@ BACKEND_NOTE = (
     "A model saved on one backend loads, samples and is evaluated on the other."
 )
 
-# U-Net presets for `train`: keyword arguments of kd.models.UNet (image_shape and
-# num_classes come from the data). "mnist" and "cifar10" are UNet.mnist() and
-# UNet.cifar10(); "tiny" trains in minutes on a CPU.
-PRESETS = {
-    "tiny": dict(widths=(32, 64, 64), num_res_blocks=1, attention_resolutions="lowest", norm_groups=8, dropout=0.0),
-    "mnist": dict(widths=(32, 64, 128), num_res_blocks=2, attention_resolutions=(7,), norm_groups=8, dropout=0.1),
-    "cifar10": dict(
-        widths=(128, 256, 256, 256), num_res_blocks=2, attention_resolutions=(16,), norm_groups=32, dropout=0.1
-    ),
-}
-
-
 class CommandLineError(Exception):
     """A problem with the user's input, reported as one line and exit status 1."""
 
@@ -210,7 +198,7 @@ def _add_train_parser(commands) -> None:
         "(one sub-folder per class, or images directly inside)",
     )  # fmt: skip
     parser.add_argument("--out", default="runs/train", help="output folder")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="U-Net size")
+    parser.add_argument("--preset", choices=sorted(kd.models.unet.PRESETS), default="tiny", help="U-Net size")
     parser.add_argument(
         "--widths", type=_widths, default=None, help="override the preset's channels per level, e.g. 32,64,128"
     )
@@ -383,84 +371,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ------------------------------------------------------------------------ train
 
 
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves the whole model to `<directory>/epoch_NNNN.keras` after every epoch, atomically.
-
-    A plain `model.save` (weights, EMA, optimizer, seed states) of each
-    epoch; only the newest `keep` files are kept.
-
-    Args:
-        directory: folder of the checkpoints (created if missing).
-        keep: how many of the newest checkpoints to keep.
-
-    Returns:
-        A Keras callback.
-
-    Example:
-    >>> model.fit(images, labels, callbacks=[EpochCheckpoint("runs/checkpoints")])  # doctest: +SKIP
-    """
-
-    def __init__(self, directory: str, keep: int = 2) -> None:
-        super().__init__()
-        self.directory = os.fspath(directory)
-        self.keep = int(keep)
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        save_model_atomically(self.model, os.path.join(self.directory, f"epoch_{epoch + 1:04d}.keras"))
-        names = os.listdir(self.directory)
-        saved = sorted(name for name in names if name.startswith("epoch_") and name.endswith(".keras"))
-        for name in saved[: -self.keep]:
-            os.remove(os.path.join(self.directory, name))
-
-
 def _make_feature_extractor(batch_size: int):
     """The FID Inception network (the tests substitute a cheap stand-in here)."""
     return kd.metrics.default_feature_extractor(batch_size)
 
 
-def _load_images(source: str, split: str, data_dir: str | None, limit: int | None, image_size=None, grayscale=False):
-    """(images, labels, dataset_name): a named dataset's split, or an image folder (name None)."""
-    if source in kd.datasets.DATASETS:
-        images, labels = kd.datasets.load(source, split=split, data_dir=data_dir, limit=limit)
-        return images, labels, source
-    if not os.path.isdir(source):
-        raise CommandLineError(
-            f"{source!r} is neither a known dataset ({', '.join(kd.datasets.DATASETS)}) nor an image folder."
-        )
-    images, labels = kd.datasets.from_directory(source, image_size or _first_image_size(source), grayscale=grayscale)
-    if limit:
-        images, labels = images[:limit], labels[:limit]
-    return images, labels, None
-
-
-def _first_image_size(directory: str) -> tuple[int, int]:
-    from PIL import Image
-
-    for root, folders, files in os.walk(directory):
-        folders.sort()
-        for name in sorted(files):
-            if name.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".gif")):
-                with Image.open(os.path.join(root, name)) as image:
-                    return image.height, image.width
-    raise CommandLineError(f"No images (.png, .jpg, .jpeg, .bmp, .gif) found in {directory!r}.")
-
-
-def _build_unet(preset: str, widths, image_shape, num_classes):
-    config = dict(PRESETS[preset])
-    if widths is not None:
-        config["widths"] = tuple(widths)
-    # GroupNorm needs the group count to divide every width.
-    config["norm_groups"] = math.gcd(config["norm_groups"], *config["widths"])
-    if config["attention_resolutions"] == "lowest":
-        config["attention_resolutions"] = (image_shape[0] // 2 ** (len(config["widths"]) - 1),)
-    return kd.models.UNet(image_shape=image_shape, num_classes=num_classes, **config)
-
-
 def _sampling_kwargs(args) -> dict:
-    kwargs = dict(sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance_scale)
-    if args.eta is not None:
-        kwargs["eta"] = args.eta
-    return kwargs
+    """The sampler (with its --eta), steps and guidance, passed the same way to generate and both callbacks."""
+    sampler = kd.samplers.get(args.sampler, **({} if args.eta is None else {"eta": args.eta}))
+    return dict(sampler=sampler, steps=args.steps, guidance_scale=args.guidance_scale)
 
 
 def run_train(args) -> int:
@@ -471,7 +390,7 @@ def run_train(args) -> int:
         raise CommandLineError(f"--steps ({args.steps}) cannot exceed --timesteps ({args.timesteps}).")
     if args.ema_decay >= 1 or args.class_dropout >= 1:
         raise CommandLineError("--ema-decay and --class-dropout must be below 1.")
-    images, labels, dataset = _load_images(
+    images, labels, dataset = kd.datasets.load_dataset_or_folder(
         args.data, args.split, args.data_dir, args.limit or None, args.image_size, args.grayscale
     )
     num_classes = None
@@ -486,7 +405,8 @@ def run_train(args) -> int:
             "--guidance-scale needs a class-conditional model; this data trains an unconditional one."
         )
     keras.utils.set_random_seed(args.seed)
-    unet = _build_unet(args.preset, args.widths, images.shape[1:], num_classes)
+    widths = {} if args.widths is None else {"widths": tuple(args.widths)}
+    unet = kd.models.UNet.preset(args.preset, image_shape=images.shape[1:], num_classes=num_classes, **widths)
     model = kd.DiffusionModel(
         unet, schedule=args.schedule, timesteps=args.timesteps, ema_decay=args.ema_decay or None,
         class_dropout=args.class_dropout, seed=args.seed,
@@ -495,7 +415,7 @@ def run_train(args) -> int:
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
 
     if dataset:
-        real_images, _, _ = _load_images(dataset, "test", args.data_dir, 32)
+        real_images, _, _ = kd.datasets.load_dataset_or_folder(dataset, "test", args.data_dir, 32)
     else:
         real_images = images[:32]
     columns = 8
@@ -506,7 +426,7 @@ def run_train(args) -> int:
             kd.callbacks.FIDCallback(
                 None if dataset else images, dataset=dataset, split="test", num_samples=args.fid_samples,
                 every_n_epochs=args.fid_every, num_real_samples=args.fid_real, seed=args.seed, verbose=1,
-                feature_extractor=_make_feature_extractor(50), **_fid_sampling_kwargs(args),
+                feature_extractor=_make_feature_extractor(50), **_sampling_kwargs(args),
             )  # fmt: skip
         )
     callbacks += [
@@ -515,7 +435,7 @@ def run_train(args) -> int:
             real_images=real_images[: 4 * columns], seed=args.seed, **_sampling_kwargs(args),
         ),  # fmt: skip
         kd.callbacks.TrainingCurvesCallback(os.path.join(args.out, "curves.png")),
-        EpochCheckpoint(os.path.join(args.out, "checkpoints"), keep=args.keep_checkpoints),
+        kd.callbacks.EpochCheckpoint(os.path.join(args.out, "checkpoints"), keep=args.keep_checkpoints),
     ]
     kind = f"class-conditional ({num_classes} classes)" if num_classes else "unconditional"
     print(
@@ -533,11 +453,6 @@ def run_train(args) -> int:
     write_bytes_atomically(os.path.join(args.out, "history.json"), json.dumps(values, indent=1).encode())
     print(f"Wrote {model_path}, grids/, checkpoints/, curves.png and history.json in {args.out}.")
     return EXIT_OK
-
-
-def _fid_sampling_kwargs(args) -> dict:
-    # FIDCallback takes no eta; it samples with the sampler's default.
-    return dict(sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance_scale)
 
 
 # ----------------------------------------------------------------------- sample
@@ -640,34 +555,6 @@ def _grid_with_blanks(images: np.ndarray, columns: int) -> np.ndarray:
 # --------------------------------------------------------------------- evaluate
 
 
-def _dataset_for_shape(image_shape: tuple[int, ...]) -> str:
-    for name, (shape, _) in kd.datasets.DATASETS.items():
-        if tuple(shape) == tuple(image_shape):
-            return name
-    raise CommandLineError(f"No known dataset has images of shape {image_shape}; name one with --dataset.")
-
-
-def _read_image_file_or_folder(path: str, image_shape, limit: int) -> np.ndarray:
-    if os.path.isdir(path):
-        if image_shape is None:
-            raise CommandLineError("--images as a folder needs --dataset to know the image size.")
-        images, _ = kd.datasets.from_directory(path, image_shape[:2], grayscale=image_shape[2] == 1)
-        return images[:limit]
-    if not os.path.isfile(path):
-        raise CommandLineError(f"Images {path!r} do not exist (give a folder, an .npz with `images` or an .npy).")
-    if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as data:
-            if "images" not in data:
-                raise CommandLineError(f"{path!r} has no `images` array (it has {', '.join(data.files) or 'none'}).")
-            images = data["images"][:limit]
-    elif path.endswith(".npy"):
-        images = np.load(path, allow_pickle=False, mmap_mode="r")[:limit]
-    else:
-        raise CommandLineError(f"--images must be a folder, an .npz or an .npy; got {path!r}.")
-    kd.metrics.as_uint8_images(images)  # checks rank, channels and value range
-    return np.asarray(images)
-
-
 class _ProgressExtractor:
     """Forwards to a feature extractor and shows a progress bar from its first call.
 
@@ -697,7 +584,7 @@ def run_evaluate(args) -> int:
     if dataset is None:
         if model is None:
             raise CommandLineError("--images needs --dataset (the real images to compare with).")
-        dataset = _dataset_for_shape(model.image_shape)
+        dataset = kd.datasets.name_for_shape(model.image_shape)
     if model is not None:
         labels = _expand_labels(model, args.labels, args.num)
         _check_guidance(model, args.guidance_scale)
@@ -705,7 +592,7 @@ def run_evaluate(args) -> int:
     elif args.labels is not None:
         raise CommandLineError("--labels apply to --model only.")
 
-    real, _, dataset_name = _load_images(dataset, args.split, args.data_dir, args.num_real)
+    real, _, dataset_name = kd.datasets.load_dataset_or_folder(dataset, args.split, args.data_dir, args.num_real)
     if model is not None:
         if tuple(model.image_shape) != tuple(real.shape[1:]):
             raise CommandLineError(f"The model makes {model.image_shape} images; {dataset} has {real.shape[1:]}.")
@@ -715,17 +602,14 @@ def run_evaluate(args) -> int:
             args.num, labels=labels, seed=args.seed, verbose=not args.quiet, **_sampling_kwargs(args)
         )
     else:
-        generated = _read_image_file_or_folder(args.images, real.shape[1:], args.num)
+        generated = kd.datasets.read_images(args.images, real.shape[1:], args.num)
         if tuple(generated.shape[1:]) != tuple(real.shape[1:]):
             raise CommandLineError(f"The images have shape {generated.shape[1:]}; {dataset} has {real.shape[1:]}.")
 
     extractor = _make_feature_extractor(args.batch_size)
     real_name = dataset_name or os.path.abspath(dataset)
-    generated_features = kd.metrics.extract_features(
-        generated, _ProgressExtractor(extractor, len(generated), "generated", args.quiet), args.batch_size
-    )
-    generated_statistics = kd.metrics.FeatureStatistics.from_features(generated_features)
     real_extractor = _ProgressExtractor(extractor, len(real), f"real ({real_name} {args.split})", args.quiet)
+    real_features = None
     if args.kid:
         real_features = kd.metrics.extract_features(real, real_extractor, args.batch_size)
         real_statistics = kd.metrics.FeatureStatistics.from_features(real_features)
@@ -733,11 +617,12 @@ def run_evaluate(args) -> int:
         # Cached on disk by dataset, split and N: later runs skip the real images.
         fid = kd.metrics.FID(real_extractor, batch_size=args.batch_size)
         real_statistics = fid.real_statistics(real, dataset_name=dataset_name, split=args.split)
-    value = kd.metrics.frechet_distance(
-        real_statistics.mean, real_statistics.covariance, generated_statistics.mean, generated_statistics.covariance
-    )
+    scores = kd.metrics.score_images(
+        generated, real_statistics, _ProgressExtractor(extractor, len(generated), "generated", args.quiet),
+        args.batch_size, real_features=real_features,
+    )  # fmt: skip
     results = {
-        "fid": float(value),
+        **scores,
         "num_generated": int(len(generated)),
         "num_real": int(real_statistics.num_samples),
         "dataset": real_name,
@@ -747,16 +632,14 @@ def run_evaluate(args) -> int:
     if model is not None:
         results.update(sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed)
     summary = f"({results['num_generated']} generated vs {results['num_real']} real images, {real_name} {args.split})"
-    print(f"FID {value:.3f} {summary}")
+    print(f"FID {results['fid']:.3f} {summary}")
     if min(results["num_generated"], results["num_real"]) < MIN_RECOMMENDED_SAMPLES:
         print(
             f"Note: below {MIN_RECOMMENDED_SAMPLES} images FID is biased upwards; "
             "compare only values computed at the same N."
         )
     if args.kid:
-        mean, std = kd.metrics.kernel_inception_distance(real_features, generated_features)
-        results.update(kid=mean, kid_std=std)
-        print(f"KID {mean:.5f} ± {std:.5f} {summary}")
+        print(f"KID {results['kid']:.5f} ± {results['kid_std']:.5f} {summary}")
     if args.out:
         write_bytes_atomically(args.out, (json.dumps(results, indent=1) + "\n").encode())
         print(f"Wrote {args.out}.")

@@ -25,6 +25,7 @@ DATASETS = {
     "cifar10": ((32, 32, 3), 10),
 }
 SPLITS = ("train", "test")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 SOURCES = ("auto", "local", "tfds", "keras")
 
 
@@ -159,7 +160,7 @@ def from_directory(directory: str, image_size: tuple[int, int], grayscale: bool 
 
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"No such image folder: {directory!r}.")
-    extensions = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+    extensions = IMAGE_EXTENSIONS
     classes = sorted(d for d in os.listdir(directory) if os.path.isdir(os.path.join(directory, d)))
     folders = [(os.path.join(directory, c), i) for i, c in enumerate(classes)] or [(directory, 0)]
     images, labels = [], []
@@ -173,6 +174,108 @@ def from_directory(directory: str, image_size: tuple[int, int], grayscale: bool 
     if not images:
         raise FileNotFoundError(f"No images ({', '.join(extensions)}) found in {directory!r}.")
     return from_arrays(np.stack(images), np.asarray(labels))
+
+
+def load_dataset_or_folder(
+    source: str,
+    split: str = "train",
+    data_dir: str | None = None,
+    limit: int | None = None,
+    image_size: tuple[int, int] | None = None,
+    grayscale: bool = False,
+) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """A known dataset's split (`load`), or an image folder (`from_directory`).
+
+    Args:
+        source: a name in `DATASETS` or a folder of images.
+        split: the dataset's split; ignored for a folder.
+        data_dir: where `load` looks for local files.
+        limit: keep only the first `limit` images (None: all).
+        image_size: (height, width) of a folder's images; default the first image's size.
+        grayscale: load a folder's images with one channel.
+
+    Returns:
+        `(images, labels, name)`: arrays as `load` returns them and the dataset's
+        name, or None for a folder.
+
+    Example:
+    >>> images, labels, name = load_dataset_or_folder("mnist", "test", limit=8)  # doctest: +SKIP
+    """
+    if source in DATASETS:
+        images, labels = load(source, split=split, data_dir=data_dir, limit=limit)
+        return images, labels, source
+    if not os.path.isdir(source):
+        raise ValueError(f"{source!r} is neither a known dataset ({', '.join(DATASETS)}) nor an image folder.")
+    images, labels = from_directory(source, image_size or first_image_size(source), grayscale=grayscale)
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    return images, labels, None
+
+
+def first_image_size(directory: str) -> tuple[int, int]:
+    """(height, width) of the first image in `directory` (walked in sorted order)."""
+    from PIL import Image
+
+    for root, folders, files in os.walk(directory):
+        folders.sort()
+        for name in sorted(files):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                with Image.open(os.path.join(root, name)) as image:
+                    return image.height, image.width
+    raise FileNotFoundError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in {directory!r}.")
+
+
+def read_images(path: str, image_shape: tuple[int, int, int] | None = None, limit: int | None = None) -> np.ndarray:
+    """Images to evaluate: a folder, an `.npz` with an `images` array, or an `.npy`.
+
+    Args:
+        path: the folder or file.
+        image_shape: (height, width, channels) a folder's images are read at; required for a folder.
+        limit: keep only the first `limit` images (None: all).
+
+    Returns:
+        The images as stored (a folder's as float32 in [0, 1]); rank, channels and value
+        range are checked as FID needs them.
+
+    Example:
+    >>> images = read_images("runs/samples.npz", limit=2048)  # doctest: +SKIP
+    """
+    from keras_diffusion.metrics.images import as_uint8_images
+
+    if os.path.isdir(path):
+        if image_shape is None:
+            raise ValueError("Reading a folder of images needs their shape (name the dataset to compare with).")
+        images, _ = from_directory(path, image_shape[:2], grayscale=image_shape[2] == 1)
+        return images[:limit]
+    if not os.path.isfile(path):
+        raise ValueError(f"Images {path!r} do not exist (give a folder, an .npz with `images` or an .npy).")
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as data:
+            if "images" not in data:
+                raise ValueError(f"{path!r} has no `images` array (it has {', '.join(data.files) or 'none'}).")
+            images = data["images"][:limit]
+    elif path.endswith(".npy"):
+        images = np.load(path, allow_pickle=False, mmap_mode="r")[:limit]
+    else:
+        raise ValueError(f"Images must be a folder, an .npz or an .npy; got {path!r}.")
+    as_uint8_images(images)  # checks rank, channels and value range
+    return np.asarray(images)
+
+
+def name_for_shape(image_shape: tuple[int, ...]) -> str:
+    """The first known dataset whose images have this shape ("mnist" before "fashion_mnist").
+
+    Example:
+    >>> name_for_shape((32, 32, 3))
+    'cifar10'
+    """
+    for name, (shape, _) in DATASETS.items():
+        if tuple(shape) == tuple(image_shape):
+            return name
+    raise ValueError(
+        f"No known dataset has images of shape {tuple(image_shape)} "
+        f"({', '.join(f'{n}: {s}' for n, (s, _) in DATASETS.items())}); name the real data explicitly."
+    )
 
 
 def _load_local(name, split, path):

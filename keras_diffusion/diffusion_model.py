@@ -1,5 +1,6 @@
 """`DiffusionModel`: trains a denoiser with the simplified ε-loss and samples from it."""
 
+import warnings
 from collections.abc import Sequence
 
 import keras
@@ -11,11 +12,10 @@ from keras_diffusion import noise as noise_distributions
 from keras_diffusion import predictions, samplers, schedules
 from keras_diffusion.backend import compile_function, draw_for_global_batch, mean_over_global_batch
 from keras_diffusion.own_loss import OwnLossModel, accepts_argument, is_int
-from keras_diffusion.seed_states import SavesSeedStates
 
 
 @keras.saving.register_keras_serializable(package="keras_diffusion")
-class DiffusionModel(SavesSeedStates, OwnLossModel):
+class DiffusionModel(OwnLossModel):
     """A denoising diffusion model (DDPM, Ho et al. 2020) around any denoiser network.
 
     Training (`fit`) minimises the simplified loss of DDPM eq. 14 (the
@@ -342,7 +342,7 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
         num_images: int,
         sampler: "str | samplers.Sampler" = samplers.RECOMMENDED,
         steps: int | None = None,
-        eta: float = 0.0,
+        eta: float | None = None,
         labels=None,
         guidance_scale: float = 0.0,
         seed: int | None = None,
@@ -367,15 +367,16 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
                 (ancestral), `"euler"`, `"heun"` (Karras et al. 2022), `"sde"`
                 (reverse VP-SDE, Euler–Maruyama), `"pc"` (predictor–corrector),
                 `"ode"` (probability-flow ODE, adaptive SciPy solver) — or a
-                `samplers.Sampler` instance (e.g.
-                `samplers.PredictorCorrectorSampler(snr=0.1)`).
+                `samplers.Sampler` instance, which is how a sampler's settings
+                are given: `samplers.get("ddim", eta=1.0)`,
+                `samplers.get("pc", snr=0.1, spacing="trailing")`.
             steps: noise levels to visit, 1..T; None for the sampler's own
                 default (`Sampler.default_steps`): 20 for the DPM-Solvers, 50
                 for DDIM and Euler, 25 for Heun, and T (the whole chain) for
                 `"ddpm"`, `"sde"` and `"pc"`. Second-order and corrector
                 samplers evaluate the network more than once per level
                 (`Sampler.function_evaluations`).
-            eta: DDIM's η >= 0 (0: deterministic, 1: DDPM-like noise). Only for "ddim".
+            eta: deprecated: pass `sampler=samplers.get("ddim", eta=...)`.
             labels: for a conditional model, one int or a sequence of
                 `num_images` ints in [0, num_classes] (`num_classes` is the
                 null class, i.e. unconditional). None draws classes uniformly
@@ -384,8 +385,7 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
                 the conditional model alone.
             seed: makes the result reproducible; None for fresh randomness.
             batch_size: images per network call (at most num_images; default 256).
-            spacing: timestep spacing for a sampler given by name (see
-                `samplers.SPACINGS`); None keeps the sampler's default.
+            spacing: deprecated: pass `sampler=samplers.get(name, spacing=...)`.
             clip_denoised: clip x̂_0 to [-1, 1] at every step (as DDPM does);
                 None uses the model's `default_clip_denoised`.
             use_ema: sample with the EMA weights (if the model keeps them).
@@ -449,22 +449,31 @@ class DiffusionModel(SavesSeedStates, OwnLossModel):
         return np.clip((samples + 1.0) / 2.0, 0.0, 1.0).astype("float32")
 
     def _resolve_sampler(self, sampler, eta, spacing) -> samplers.Sampler:
-        if not np.isfinite(eta) or eta < 0:
+        if eta is None and spacing is None:
+            return samplers.get(sampler)
+        settings = {key: value for key, value in (("eta", eta), ("spacing", spacing)) if value is not None}
+        name = sampler if isinstance(sampler, str) else "ddim"
+        warnings.warn(
+            f"generate({', '.join(f'{k}=...' for k in settings)}) is deprecated; configure the sampler itself: "
+            f"sampler=kd.samplers.get({name!r}, {', '.join(f'{k}=...' for k in settings)}).",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        if eta is not None and (not np.isfinite(eta) or eta < 0):
             raise ValueError(f"`eta` must be a finite number >= 0; received eta={eta!r}.")
         if isinstance(sampler, samplers.Sampler):
-            if eta != 0 or spacing is not None:
+            if eta or spacing is not None:
                 raise ValueError("`eta` and `spacing` apply to samplers given by name; set them on the Sampler instance.")
             return sampler
         if not isinstance(sampler, str) or sampler not in samplers.SAMPLERS:
             raise ValueError(f"Unknown sampler {sampler!r}; use one of {samplers.available()} or a Sampler instance.")
-        if sampler != "ddim" and eta != 0:
+        if sampler != "ddim" and eta:
             raise ValueError(f"`eta` applies to the 'ddim' sampler only; received eta={eta} with sampler={sampler!r}.")
-        kwargs = {"eta": eta} if sampler == "ddim" else {}
-        if spacing is not None:
-            if sampler == "ode":
-                raise ValueError("The 'ode' sampler chooses its own noise levels; leave `spacing` unset.")
-            kwargs["spacing"] = spacing
-        return samplers.get(sampler, **kwargs)
+        if sampler != "ddim":
+            settings.pop("eta", None)
+        if spacing is not None and sampler == "ode":
+            raise ValueError("The 'ode' sampler chooses its own noise levels; leave `spacing` unset.")
+        return samplers.get(sampler, **settings)
 
     def _make_step_function(self, sampler: samplers.Sampler, guided: bool, clip_denoised: bool):
         """A pure function of one sampler step, compiled once per (sampler, labels?, guided?, clip?)."""

@@ -1,8 +1,10 @@
-"""`OwnLossModel`: the base of the models that define their own training loss.
+"""`OwnLossModel`: the one base of the models that train with their own loss and random draws.
 
 `DiffusionModel`, `ARDM`, `AutoencoderKL` and `DenoisingAutoencoder` compute
 their loss in `compute_loss` (the diffusion loss, eq. 28, the ELBO, eq. 4), so
-`compile()` takes no `loss` and has a default optimizer. Keras does not call
+`compile()` takes no `loss` and has a default optimizer; they draw their noise
+from seed generators, whose states this base saves with the model's variables
+(`seed_states.SavesSeedStates`). Keras does not call
 an overridden `compile()` when it loads a saved model; `compile_from_config`
 here does, so a loaded model resumes training with its optimizer's state.
 """
@@ -12,9 +14,14 @@ import inspect
 import keras
 import numpy as np
 
+from keras_diffusion.seed_states import SavesSeedStates
 
-class OwnLossModel(keras.Model):
+
+class OwnLossModel(SavesSeedStates, keras.Model):
     """A `keras.Model` whose loss is its own `compute_loss`: `compile()` without `loss`, Adam by default.
+
+    Its seed generators' states are saved and loaded with its variables
+    (`SavesSeedStates`), so a restored model draws the noise the original would have.
 
     Subclasses set `default_learning_rate` (the learning rate of the default
     Adam optimizer) and implement `compute_loss`.

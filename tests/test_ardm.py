@@ -9,8 +9,7 @@ import pytest
 from conftest import randomise_output
 from keras import ops
 
-import keras_diffusion as kd
-from keras_diffusion.models.ardm import ARDM, likelihood_weight, quantize, random_ranks, revealed_mask
+from keras_diffusion.models.ardm import ARDM, likelihood_weight, quantize, revealed_mask
 
 
 @keras.saving.register_keras_serializable(package="keras_diffusion_tests")

@@ -305,3 +305,15 @@ def test_training_curves_png_is_written(fitted):
     _, _, _, directory = fitted
     image = matplotlib.image.imread(directory / "curves.png")
     assert image.ndim == 3 and image.shape[0] > 100
+
+
+def test_callbacks_take_a_configured_sampler_and_reject_a_bad_one_at_construction(tmp_path):
+    ddim = kd.samplers.get("ddim", eta=1.0)
+    assert ImageGridCallback(tmp_path, sampler=ddim).sampler is ddim
+    with pytest.warns(DeprecationWarning, match="samplers.get"):
+        old_style = ImageGridCallback(tmp_path, sampler="ddim", eta=1.0)
+    assert old_style.sampler.cache_key() == ddim.cache_key()
+    with pytest.raises(ValueError, match="Unknown sampler"):
+        ImageGridCallback(tmp_path, sampler="dddim")
+    with pytest.raises(ValueError, match="Unknown sampler"):
+        kd.callbacks.FIDCallback(kd.metrics.FeatureStatistics(np.zeros(2), np.eye(2), 2), sampler="dddim")

@@ -201,7 +201,7 @@ def test_an_image_folder_with_class_subfolders_loads_as_labelled_data_of_the_fir
         (tmp_path / name).mkdir()
         for index in range(count):
             matplotlib.image.imsave(tmp_path / name / f"{index}.png", rng.random((12, 8, 3)))
-    images, labels, dataset = cli._load_images(str(tmp_path), "train", None, None)
+    images, labels, dataset = kd.datasets.load_dataset_or_folder(str(tmp_path), "train", None, None)
     assert images.shape == (5, 12, 8, 3) and labels.tolist() == [0, 0, 1, 1, 1] and dataset is None
-    images, _, _ = cli._load_images(str(tmp_path), "train", None, 4, image_size=(16, 16), grayscale=True)
+    images, _, _ = kd.datasets.load_dataset_or_folder(str(tmp_path), "train", None, 4, image_size=(16, 16), grayscale=True)
     assert images.shape == (4, 16, 16, 1) and 0.0 <= images.min() and images.max() <= 1.0

@@ -90,9 +90,17 @@ def test_generate_returns_the_requested_count_in_unit_range(trained_mnist, sampl
 
 
 def test_same_seed_gives_identical_images_and_another_seed_does_not(tiny_conditional):
-    first = tiny_conditional.generate(4, sampler="ddim", steps=5, eta=0.5, seed=11)
-    np.testing.assert_array_equal(first, tiny_conditional.generate(4, sampler="ddim", steps=5, eta=0.5, seed=11))
-    assert not np.allclose(first, tiny_conditional.generate(4, sampler="ddim", steps=5, eta=0.5, seed=12))
+    ddim = kd.samplers.get("ddim", eta=0.5)
+    first = tiny_conditional.generate(4, sampler=ddim, steps=5, seed=11)
+    np.testing.assert_array_equal(first, tiny_conditional.generate(4, sampler=ddim, steps=5, seed=11))
+    assert not np.allclose(first, tiny_conditional.generate(4, sampler=ddim, steps=5, seed=12))
+
+
+def test_sampler_settings_as_generate_keywords_are_deprecated_and_equal_the_configured_sampler(tiny_conditional):
+    configured = tiny_conditional.generate(3, sampler=kd.samplers.get("ddim", eta=0.5, spacing="leading"), steps=4, seed=1)
+    with pytest.warns(DeprecationWarning, match=r"kd.samplers.get\('ddim', eta=..., spacing=...\)"):
+        keywords = tiny_conditional.generate(3, sampler="ddim", eta=0.5, spacing="leading", steps=4, seed=1)
+    np.testing.assert_array_equal(configured, keywords)
 
 
 def test_missing_labels_are_drawn_uniformly_from_the_seed(tiny_conditional):
@@ -103,9 +111,10 @@ def test_missing_labels_are_drawn_uniformly_from_the_seed(tiny_conditional):
 
 
 def test_ddim_with_eta_one_generates_what_ddpm_generates(tiny_conditional):
-    kwargs = dict(steps=8, seed=7, labels=[0, 1, 2, 3], spacing="leading")  # the same levels for both
-    ddim = tiny_conditional.generate(4, sampler="ddim", eta=1.0, **kwargs)
-    ddpm = tiny_conditional.generate(4, sampler="ddpm", **kwargs)
+    kwargs = dict(steps=8, seed=7, labels=[0, 1, 2, 3])
+    # The same levels for both.
+    ddim = tiny_conditional.generate(4, sampler=kd.samplers.get("ddim", eta=1.0, spacing="leading"), **kwargs)
+    ddpm = tiny_conditional.generate(4, sampler=kd.samplers.get("ddpm", spacing="leading"), **kwargs)
     np.testing.assert_allclose(ddim, ddpm, atol=2e-5)
 
 
@@ -169,3 +178,15 @@ def test_a_saved_and_reloaded_model_continues_training_exactly_like_the_original
         m.train_on_batch(images, labels)
     for a, b in zip(numpy_weights(model.weights), numpy_weights(restored.weights)):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_the_models_with_their_own_loss_share_one_base_that_saves_seed_states():
+    from keras_diffusion.own_loss import OwnLossModel
+    from keras_diffusion.seed_states import SavesSeedStates
+
+    models = (kd.DiffusionModel, kd.LatentDiffusionModel, kd.models.ARDM, kd.models.AutoencoderKL,
+              kd.models.DenoisingAutoencoder)  # fmt: skip
+    for cls in models:
+        assert issubclass(cls, OwnLossModel), cls
+        assert cls.save_own_variables is SavesSeedStates.save_own_variables, cls
+        assert cls.load_own_variables is SavesSeedStates.load_own_variables, cls

@@ -162,3 +162,19 @@ def test_the_default_norm_groups_work_for_any_widths():
     assert kd.models.unet.default_norm_groups((64, 128, 256)) == 32  # DDPM's value where it fits
     assert kd.models.unet.default_norm_groups((24, 40)) == 8
     assert kd.models.unet.default_norm_groups((7,)) == 7
+
+
+def test_presets_are_one_table_behind_unet_preset():
+    tiny = kd.models.UNet.preset("tiny")
+    table = kd.models.unet.PRESETS["tiny"]
+    config = tiny.get_config()
+    def plain(value):
+        return tuple(value) if isinstance(value, (list, tuple)) else value
+
+    assert {key: plain(config[key]) for key in table} == table
+    assert tiny.count_params() == 1_063_905  # the main job's network, quoted in README and docs
+    # Widths without norm_groups keep the largest group count that divides them and the preset's.
+    narrow = kd.models.UNet.preset("tiny", widths=(12, 24, 24), num_classes=None)
+    assert narrow.norm_groups == 4 and narrow.num_classes is None
+    with pytest.raises(ValueError, match="choose one of .*'cifar10'.*'tiny'"):
+        kd.models.UNet.preset("huge")

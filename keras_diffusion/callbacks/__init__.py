@@ -1,6 +1,6 @@
 """Keras callbacks for diffusion training: FID/KID, sample grids and training curves."""
 
-from keras_diffusion.callbacks.checkpoint import TrainingCheckpoint
+from keras_diffusion.callbacks.checkpoint import EpochCheckpoint, TrainingCheckpoint
 from keras_diffusion.callbacks.clock import TrainingClock
 from keras_diffusion.callbacks.ema_snapshots import EMASnapshots, read_ema_snapshots
 from keras_diffusion.callbacks.fid_callback import FIDCallback
@@ -12,6 +12,7 @@ from keras_diffusion.callbacks.plots import CurvePoint, TrainingCurvesCallback, 
 __all__ = [
     "CurvePoint",
     "EMASnapshots",
+    "EpochCheckpoint",
     "FIDCallback",
     "ImageGridCallback",
     "NaNGuard",

@@ -27,7 +27,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_diffusion.io import write_bytes_atomically
+from keras_diffusion.io import save_model_atomically, write_bytes_atomically
 
 POINTER_FILE = "checkpoint.json"
 FORMAT_VERSION = 1
@@ -324,3 +324,33 @@ def _is_finite_state(model: keras.Model, logs: dict | None) -> bool:
         if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
             return False
     return True
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the whole model to `<directory>/epoch_NNNN.keras` after every epoch, atomically.
+
+    A plain `model.save` (weights, EMA, optimizer, seed states) of each
+    epoch; only the newest `keep` files are kept.
+
+    Args:
+        directory: folder of the checkpoints (created if missing).
+        keep: how many of the newest checkpoints to keep.
+
+    Returns:
+        A Keras callback.
+
+    Example:
+    >>> model.fit(images, labels, callbacks=[EpochCheckpoint("runs/checkpoints")])  # doctest: +SKIP
+    """
+
+    def __init__(self, directory: str, keep: int = 2) -> None:
+        super().__init__()
+        self.directory = os.fspath(directory)
+        self.keep = int(keep)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        save_model_atomically(self.model, os.path.join(self.directory, f"epoch_{epoch + 1:04d}.keras"))
+        names = os.listdir(self.directory)
+        saved = sorted(name for name in names if name.startswith("epoch_") and name.endswith(".keras"))
+        for name in saved[: -self.keep]:
+            os.remove(os.path.join(self.directory, name))

@@ -9,13 +9,12 @@ import numpy as np
 
 from keras_diffusion import samplers
 from keras_diffusion.callbacks.clock import TrainingClock
-from keras_diffusion.metrics.classifier import Classifier, balanced_labels, classification_accuracy
+from keras_diffusion.metrics.classifier import Classifier, balanced_labels
 from keras_diffusion.metrics.features import FeatureExtractor, default_feature_extractor, extract_features
-from keras_diffusion.datasets import DATASETS
+from keras_diffusion.datasets import DATASETS, name_for_shape
 from keras_diffusion.datasets import load as load_dataset
 from keras_diffusion.metrics.fid import FID, MIN_RECOMMENDED_SAMPLES
-from keras_diffusion.metrics.frechet import frechet_distance
-from keras_diffusion.metrics.kid import kernel_inception_distance
+from keras_diffusion.metrics.scores import score_images
 from keras_diffusion.metrics.statistics import FeatureStatistics
 
 
@@ -61,7 +60,7 @@ class FIDCallback(keras.callbacks.Callback):
         every_seconds: evaluate whenever this many more seconds of training
             have passed (checked after each update).
         sampler: a sampler name of `keras_diffusion.samplers.available()`
-            or a `Sampler` instance.
+            or a `Sampler` with its settings, e.g. `samplers.get("ddim", eta=1.0)`.
         steps: sampler steps; None for the sampler's own default.
         guidance_scale: classifier-free guidance weight (conditional models).
         labels: class labels for `generate`; `None` gives a conditional
@@ -146,6 +145,7 @@ class FIDCallback(keras.callbacks.Callback):
         self.every_n_epochs = int(every_n_epochs)
         self.every_n_updates = None if every_n_updates is None else int(every_n_updates)
         self.every_seconds = None if every_seconds is None else float(every_seconds)
+        samplers.get(sampler)  # a clear error now, not at the first evaluation
         self.sampler = sampler
         self.steps = steps
         self.guidance_scale = guidance_scale
@@ -215,16 +215,11 @@ class FIDCallback(keras.callbacks.Callback):
             seed=self.seed,
             batch_size=self.generate_batch_size,
         )
-        features = extract_features(images, self.feature_extractor, self.batch_size)
-        generated = FeatureStatistics.from_features(features)
-        real = self._real_statistics
-        results = {"fid": frechet_distance(real.mean, real.covariance, generated.mean, generated.covariance)}
-        if self.kid:
-            results["kid"] = kernel_inception_distance(self._real_features, features)[0]
-        if self.classifier is not None:
-            results["class_accuracy"] = classification_accuracy(
-                self.classifier, images, np.broadcast_to(np.asarray(labels), (self.num_samples,)), self.batch_size
-            )
+        results = score_images(
+            images, self._real_statistics, self.feature_extractor, self.batch_size,
+            real_features=self._real_features if self.kid else None, classifier=self.classifier, labels=labels,
+        )  # fmt: skip
+        results.pop("kid_std", None)
         return results
 
     @property
@@ -288,13 +283,9 @@ class FIDCallback(keras.callbacks.Callback):
             self._record(logs)
 
 
+
 def _dataset_for_shape(image_shape: tuple[int, ...]) -> str:
-    """The first known dataset with this image shape ("mnist" before "fashion_mnist")."""
-    for name, (shape, _) in DATASETS.items():
-        if shape == image_shape:
-            return name
-    raise ValueError(
-        f"FIDCallback() without real data needs a model of a known dataset's shape "
-        f"({', '.join(f'{n}: {s}' for n, (s, _) in DATASETS.items())}); this model makes {image_shape} "
-        "images. Pass real images or statistics."
-    )
+    try:
+        return name_for_shape(image_shape)
+    except ValueError as error:
+        raise ValueError(f"FIDCallback() without real data: {error} Pass real images or statistics.") from None

@@ -1,6 +1,7 @@
 """Image grids of samples, as arrays and as a per-epoch PNG callback."""
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,11 +67,12 @@ class ImageGridCallback(keras.callbacks.Callback):
         real_images: real images (uint8 or floats in [0, 1]) shown under the
             generated ones; the first `rows * columns` are used.
         sampler: a sampler name of `keras_diffusion.samplers.available()` or
-            a `Sampler` (default: the recommended one, as `generate`).
+            a `Sampler` with its settings, e.g. `samplers.get("ddim", eta=1.0)`
+            (default: the recommended one, as `generate`).
         steps: sampler steps; None for the sampler's own default.
         guidance_scale: classifier-free guidance weight (conditional models).
         seed: sampling seed, the same at every epoch.
-        eta: DDIM's η (0 deterministic, 1 stochastic); ignored by `"ddpm"`.
+        eta: deprecated: pass `sampler=samplers.get("ddim", eta=...)`.
 
     Returns:
         A Keras callback.
@@ -92,7 +94,7 @@ class ImageGridCallback(keras.callbacks.Callback):
         steps: int | None = None,
         guidance_scale: float = 0.0,
         seed: int = 0,
-        eta: float = 0.0,
+        eta: float | None = None,
     ) -> None:
         super().__init__()
         if int(every_n_epochs) < 1 or int(rows) < 1 or int(columns) < 1:
@@ -105,11 +107,19 @@ class ImageGridCallback(keras.callbacks.Callback):
         self.columns = int(columns)
         self.labels = None if labels is None else [int(label) for label in labels]
         self.real_images = None if real_images is None else as_uint8_images(real_images)
+        if eta is not None:
+            warnings.warn(
+                "ImageGridCallback(eta=...) is deprecated; pass sampler=kd.samplers.get('ddim', eta=...).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if sampler == "ddim":
+                sampler = samplers.get("ddim", eta=eta)
+        samplers.get(sampler)  # a clear error now, not at the end of the first epoch
         self.sampler = sampler
         self.steps = steps
         self.guidance_scale = guidance_scale
         self.seed = seed
-        self.eta = float(eta)
 
     def _row_labels(self) -> list[int] | None:
         num_classes = getattr(self.model, "num_classes", None)
@@ -131,7 +141,6 @@ class ImageGridCallback(keras.callbacks.Callback):
             labels=labels,
             guidance_scale=self.guidance_scale,
             seed=self.seed,
-            eta=self.eta if self.sampler == "ddim" else 0.0,
         )
         grid = make_image_grid(generated, self.columns)
         if self.real_images is None:

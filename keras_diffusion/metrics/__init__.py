@@ -39,6 +39,7 @@ from keras_diffusion.metrics.sampler_sweep import (
     read_sweep,
     write_sweep,
 )
+from keras_diffusion.metrics.scores import score_images
 from keras_diffusion.metrics.statistics import FeatureStatistics, RunningFeatureStatistics, feature_statistics
 from keras_diffusion.metrics.wasserstein import wasserstein_distance
 
@@ -75,6 +76,7 @@ __all__ = [
     "plot_fid_versus_nfe",
     "read_sweep",
     "resolve_weights_path",
+    "score_images",
     "trace_sqrt_product",
     "train_mnist_classifier",
     "wasserstein_distance",

@@ -12,14 +12,13 @@ from keras_diffusion.backend import draw_for_global_batch, mean_over_global_batc
 from keras_diffusion.models.autoencoder_layers import ConvResidualBlock, Downsample, SpatialSelfAttention, Upsample
 from keras_diffusion.models.normalization import GroupNormalization
 from keras_diffusion.own_loss import OwnLossModel
-from keras_diffusion.seed_states import SavesSeedStates
 
 # LDM clamps the log-variance to keep exp() finite (ldm/modules/distributions).
 LOG_VARIANCE_RANGE = (-30.0, 20.0)
 
 
 @keras.saving.register_keras_serializable(package="keras_diffusion")
-class AutoencoderKL(SavesSeedStates, OwnLossModel):
+class AutoencoderKL(OwnLossModel):
     """A convolutional VAE: image → N(mean, exp(log_variance)) over a latent grid → image.
 
     The encoder maps an (H, W, C) image to a latent of shape

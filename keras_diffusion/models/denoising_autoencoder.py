@@ -8,14 +8,13 @@ from keras import layers, ops
 
 from keras_diffusion.backend import draw_for_global_batch, mean_over_global_batch
 from keras_diffusion.own_loss import OwnLossModel
-from keras_diffusion.seed_states import SavesSeedStates
 
 CORRUPTIONS = ("gaussian", "masking", "salt_and_pepper")
 LIKELIHOODS = ("bernoulli", "gaussian")
 
 
 @keras.saving.register_keras_serializable(package="keras_diffusion")
-class DenoisingAutoencoder(SavesSeedStates, OwnLossModel):
+class DenoisingAutoencoder(OwnLossModel):
     """A small convolutional denoising autoencoder (Vincent et al. 2008; the thesis' 2.1).
 
     A corruption process C(x̃|x) maps a clean image x to a noisy x̃; the

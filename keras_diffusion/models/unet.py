@@ -4,7 +4,7 @@ import math
 from collections.abc import Sequence
 
 import keras
-from keras import layers, ops
+from keras import layers
 
 from keras_diffusion.models.layers import AttentionBlock, ResidualBlock, SinusoidalEmbedding
 from keras_diffusion.models.normalization import GroupNormalization
@@ -160,8 +160,39 @@ class UNet(keras.Model):
         return cls(**config)
 
     @classmethod
+    def preset(cls, name: str, **overrides) -> "UNet":
+        """A U-Net from the `PRESETS` table, with any constructor argument overridden.
+
+        The presets: `"tiny"` (the main job's 1.06 M-parameter MNIST network,
+        trains in minutes on a CPU), `"mnist"` (the MNIST application's, 3.9 M),
+        `"cifar10"` (DDPM's CIFAR-10 network, 35.7 M) and `"cifar10_thesis"`
+        (the thesis' CIFAR-10 network). Overriding `widths` without
+        `norm_groups` keeps the largest group count that divides every width.
+
+        Args:
+            name: a key of `PRESETS`.
+            **overrides: constructor arguments that replace the preset's, e.g.
+                `image_shape` and `num_classes` for another dataset.
+
+        Returns:
+            The built U-Net.
+
+        Example:
+        >>> UNet.preset("tiny").count_params()
+        1063905
+        >>> UNet.preset("tiny", image_shape=(32, 32, 3), num_classes=None, widths=(24, 48)).norm_groups
+        8
+        """
+        if name not in PRESETS:
+            raise ValueError(f"Unknown U-Net preset {name!r}; choose one of {sorted(PRESETS)}.")
+        config = {**PRESETS[name], **overrides}
+        if "widths" in overrides and "norm_groups" not in overrides:
+            config["norm_groups"] = math.gcd(PRESETS[name]["norm_groups"], *(int(w) for w in config["widths"]))
+        return cls(**config)
+
+    @classmethod
     def mnist(cls, num_classes: int | None = 10, **kwargs) -> "UNet":
-        """The MNIST application's conditional U-Net: 28→14→7, attention at 7×7 (3.9 M params).
+        """The MNIST application's conditional U-Net, `UNet.preset("mnist")`: 28→14→7, attention at 7×7 (3.9 M).
 
         Args:
             num_classes: 10 for the digits, None for an unconditional model.
@@ -171,36 +202,44 @@ class UNet(keras.Model):
         >>> UNet.mnist().count_params() > 1_000_000
         True
         """
-        config = dict(
-            image_shape=(28, 28, 1),
-            widths=(32, 64, 128),
-            num_res_blocks=2,
-            attention_resolutions=(7,),
-            num_classes=num_classes,
-            dropout=0.1,
-            norm_groups=8,
-        )
-        return cls(**{**config, **kwargs})
+        return cls.preset("mnist", num_classes=num_classes, **kwargs)
 
     @classmethod
     def cifar10(cls, num_classes: int | None = None, **kwargs) -> "UNet":
-        """The DDPM paper's CIFAR-10 network: 128 channels × (1, 2, 2, 2), attention at 16×16,
-        dropout 0.1, 35.7 M parameters when unconditional.
+        """The DDPM paper's CIFAR-10 network, `UNet.preset("cifar10")`: 128 channels × (1, 2, 2, 2),
+        attention at 16×16, dropout 0.1, 35.7 M parameters when unconditional.
 
         Args:
             num_classes: None (as in DDPM) or 10 for a class-conditional model.
             **kwargs: overrides of any constructor argument.
         """
-        config = dict(
-            image_shape=(32, 32, 3),
-            widths=(128, 256, 256, 256),
-            num_res_blocks=2,
-            attention_resolutions=(16,),
-            num_classes=num_classes,
-            dropout=0.1,
-            norm_groups=32,
-        )
-        return cls(**{**config, **kwargs})
+        return cls.preset("cifar10", num_classes=num_classes, **kwargs)
+
+
+# The U-Nets of the library, its examples and its command line: constructor arguments per name.
+PRESETS: dict[str, dict] = {
+    # The main job's: one residual block per level, attention only in the middle block (7x7), 1.06 M
+    # parameters; the recipe comparison of docs/benchmarks.md found it the best use of a CPU's time.
+    "tiny": dict(
+        image_shape=(28, 28, 1), widths=(32, 64, 64), num_res_blocks=1, attention_resolutions=(), num_classes=10,
+        dropout=0.0, norm_groups=8,
+    ),
+    # The MNIST application's (the thesis' section 4.1 sizes): 3.9 M parameters.
+    "mnist": dict(
+        image_shape=(28, 28, 1), widths=(32, 64, 128), num_res_blocks=2, attention_resolutions=(7,), num_classes=10,
+        dropout=0.1, norm_groups=8,
+    ),
+    # DDPM's CIFAR-10 network (Ho et al. 2020, appendix B).
+    "cifar10": dict(
+        image_shape=(32, 32, 3), widths=(128, 256, 256, 256), num_res_blocks=2, attention_resolutions=(16,),
+        num_classes=None, dropout=0.1, norm_groups=32,
+    ),
+    # The thesis' CIFAR-10 network (its base code's EpsilonTheta sizes).
+    "cifar10_thesis": dict(
+        image_shape=(32, 32, 3), widths=(64, 128, 256, 1024), num_res_blocks=1, attention_resolutions=(4,),
+        num_classes=None, dropout=0.1, norm_groups=32,
+    ),
+}  # fmt: skip
 
 
 def default_norm_groups(widths: Sequence[int], at_most: int = 32) -> int:
