@@ -44,17 +44,17 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--preset", choices=["tiny", "mnist"], default="tiny", help="kd.models.UNet.preset name")
     parser.add_argument("--guidance-scale", type=float, default=2.0, help="w of the final sample grid")
-    parser.add_argument("--sampler", choices=kd.samplers.available(), default="ddim", help="sampler of the final grid")
-    parser.add_argument("--eta", type=float, default=1.0, help="DDIM's eta for the final grid (1: stochastic)")
-    parser.add_argument("--steps", type=int, default=50, help="sampler steps of the sample grids")
+    parser.add_argument("--sampler", choices=kd.samplers.available(), default=kd.samplers.RECOMMENDED,
+                        help="sampler of the grids")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps of the grids (default: the sampler's)")
     parser.add_argument("--data-dir", default=None, help="folder with mnist.npz (default $KERAS_DIFFUSION_DATA_DIR)")
     parser.add_argument("--eval-samples", type=int, default=2048, help="samples for the final FID (0: no evaluation)")
-    parser.add_argument("--eval-sampler", choices=kd.samplers.available(), default="ddpm")
-    parser.add_argument("--eval-steps", type=int, default=25)
+    parser.add_argument("--eval-sampler", choices=kd.samplers.available(), default=kd.samplers.RECOMMENDED)
+    parser.add_argument("--eval-steps", type=int, default=10, help="sampler steps of the evaluated samples")
     parser.add_argument("--eval-guidance-scale", type=float, default=0.0, help="w of the evaluated samples")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if args.epochs < 1 or args.batch_size < 1 or args.limit < 0 or args.steps < 1 or args.eval_steps < 1:
+    if args.epochs < 1 or args.batch_size < 1 or args.limit < 0 or (args.steps or 1) < 1 or args.eval_steps < 1:
         parser.error("--epochs, --batch-size, --steps and --eval-steps must be >= 1 and --limit >= 0")
     if args.eval_samples < 0 or args.eval_samples == 1:
         parser.error("--eval-samples must be 0 (no evaluation) or >= 2")
@@ -76,7 +76,7 @@ def main(argv=None):
     callbacks = [
         kd.callbacks.ImageGridCallback(
             os.path.join(args.out, "grids"), labels=[0, 1, 2, 3], real_images=real_images, steps=args.steps,
-            guidance_scale=args.guidance_scale, eta=args.eta,
+            guidance_scale=args.guidance_scale, sampler=args.sampler,
         ),  # fmt: skip
         kd.callbacks.TrainingCurvesCallback(os.path.join(args.out, "curves.png")),
     ]
@@ -85,7 +85,7 @@ def main(argv=None):
     print(f"Trained in {time.perf_counter() - start:.0f} s.")
 
     samples = model.generate(
-        80, sampler=args.sampler, steps=args.steps, eta=args.eta if args.sampler == "ddim" else 0.0,
+        80, sampler=args.sampler, steps=args.steps,
         labels=np.repeat(np.arange(10), 8), guidance_scale=args.guidance_scale, seed=args.seed,
     )  # fmt: skip
     grid_path = os.path.join(args.out, "samples.png")

@@ -505,7 +505,7 @@ class DiffusionModel(OwnLossModel):
                     eps = (x - signal * x0) / sigma
                 return x0, eps
 
-            return sampler.step(denoise, x, state, row, noise)
+            return sampler.step(denoise, x, state, sampler.named(row), noise)
 
         return step
 

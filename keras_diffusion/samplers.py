@@ -17,7 +17,7 @@ a step draws. To write your own sampler, subclass `Sampler` and implement
 """
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from keras import ops
@@ -297,6 +297,34 @@ def _sigma(alpha_bar):
 Denoise = Callable  # denoise(x, t, alpha_bar) -> (x0_hat, eps_hat)
 
 
+class StepValues:
+    """One row of `Sampler.parameters`, its values named by the sampler's `columns`.
+
+    `step` reads `row.alpha_bar_t` rather than `row[1]`; indexing still works,
+    for samplers written before the names.
+
+    Example:
+    >>> row = StepValues(np.array([999.0, 0.1, 0.2]), ("t", "alpha_bar_t", "alpha_bar_next"))
+    >>> float(row.alpha_bar_next), float(row[0])
+    (0.2, 999.0)
+    """
+
+    __slots__ = ("_values", "_columns")
+
+    def __init__(self, values, columns: Sequence[str]):
+        self._values = values
+        self._columns = {name: index for index, name in enumerate(columns)}
+
+    def __getitem__(self, index):
+        return self._values[index]
+
+    def __getattr__(self, name: str):
+        columns = object.__getattribute__(self, "_columns")
+        if name not in columns:
+            raise AttributeError(f"No step value {name!r}; this sampler's rows hold {list(columns)}.")
+        return object.__getattribute__(self, "_values")[columns[name]]
+
+
 class Sampler:
     """Base class: drives an update rule over a sequence of noise levels.
 
@@ -316,6 +344,7 @@ class Sampler:
             `steps` (the ODE solver); `function_evaluations` is then known after a run.
         recommended_steps: the levels `steps=None` means (`default_steps`);
             None for the schedule's T, the whole chain.
+        columns: the names of `parameters`' columns, read in `step` as `row.<name>`.
 
     Args:
         spacing: how the noise levels are spaced, one of `SPACINGS`.
@@ -323,9 +352,8 @@ class Sampler:
     Example:
     >>> class Deterministic(Sampler):
     ...     def step(self, denoise, x, state, row, noise):
-    ...         t, alpha_bar_t, alpha_bar_next = row[0], row[1], row[2]
-    ...         x0, eps = denoise(x, t, alpha_bar_t)
-    ...         return ddim_step(x, x0, eps, alpha_bar_t, alpha_bar_next, noise=0.0), state
+    ...         x0, eps = denoise(x, row.t, row.alpha_bar_t)
+    ...         return ddim_step(x, x0, eps, row.alpha_bar_t, row.alpha_bar_next, noise=0.0), state
     >>> # model.generate(16, sampler=Deterministic(), steps=50)
     """
 
@@ -335,6 +363,7 @@ class Sampler:
     adaptive = False
     evaluations_per_step = 1
     recommended_steps: int | None = None  # None: the schedule's T (the full chain)
+    columns: tuple[str, ...] = ("t", "alpha_bar_t", "alpha_bar_next")
 
     def __init__(self, spacing: str = "leading"):
         if spacing not in SPACINGS:
@@ -360,9 +389,13 @@ class Sampler:
         """Tensors carried from step to step (none by default)."""
         return ()
 
-    def step(self, denoise: Denoise, x, state: tuple, row, noise):
+    def step(self, denoise: Denoise, x, state: tuple, row: StepValues, noise):
         """Moves x one level down. Returns (x_next, state)."""
         raise NotImplementedError(f"{type(self).__name__} must implement step().")
+
+    def named(self, row) -> StepValues:
+        """`row` (one row of `parameters`) with its values named by `columns`."""
+        return StepValues(row, self.columns)
 
     def function_evaluations(self, steps: int) -> int:
         """Network evaluations for `steps` levels (what a NFE axis counts)."""
@@ -420,7 +453,7 @@ class DDPMSampler(Sampler):
         self.variance = variance
 
     def step(self, denoise, x, state, row, noise):
-        t, alpha_bar_t, alpha_bar_next = row[0], row[1], row[2]
+        t, alpha_bar_t, alpha_bar_next = row.t, row.alpha_bar_t, row.alpha_bar_next
         x0, eps = denoise(x, t, alpha_bar_t)
         return ddpm_step(x, x0, eps, alpha_bar_t, alpha_bar_next, noise[0], self.variance), state
 
@@ -449,7 +482,7 @@ class DDIMSampler(Sampler):
         self.noise_draws = 1 if self.eta > 0 else 0
 
     def step(self, denoise, x, state, row, noise):
-        t, alpha_bar_t, alpha_bar_next = row[0], row[1], row[2]
+        t, alpha_bar_t, alpha_bar_next = row.t, row.alpha_bar_t, row.alpha_bar_next
         x0, eps = denoise(x, t, alpha_bar_t)
         z = noise[0] if self.noise_draws else 0.0
         return ddim_step(x, x0, eps, alpha_bar_t, alpha_bar_next, z, self.eta), state
@@ -472,7 +505,7 @@ class EulerSampler(Sampler):
         super().__init__(spacing)
 
     def step(self, denoise, x, state, row, noise):
-        t, alpha_bar_t, alpha_bar_next = row[0], row[1], row[2]
+        t, alpha_bar_t, alpha_bar_next = row.t, row.alpha_bar_t, row.alpha_bar_next
         _, eps = denoise(x, t, alpha_bar_t)
         return euler_step(x, eps, alpha_bar_t, alpha_bar_next), state
 
@@ -490,6 +523,7 @@ class HeunSampler(Sampler):
     """
 
     name = "heun"
+    columns = Sampler.columns + ("t_next",)
     evaluations_per_step = 2
     recommended_steps = 25
 
@@ -502,7 +536,7 @@ class HeunSampler(Sampler):
         return np.concatenate([rows, t_next[:, None]], axis=1)
 
     def step(self, denoise, x, state, row, noise):
-        t, alpha_bar_t, alpha_bar_next, t_next = row[0], row[1], row[2], row[3]
+        t, alpha_bar_t, alpha_bar_next, t_next = row.t, row.alpha_bar_t, row.alpha_bar_next, row.t_next
         _, eps = denoise(x, t, alpha_bar_t)
         x_euler = euler_step(x, eps, alpha_bar_t, alpha_bar_next)
         # The last step (ᾱ_next = 1) stays Euler: evaluate the correction at a harmless
@@ -528,6 +562,7 @@ class DPMSolverPlusPlus2MSampler(Sampler):
     """
 
     name = "dpmpp_2m"
+    columns = Sampler.columns + ("ratio", "second_order")
     recommended_steps = 20
 
     def __init__(self, spacing: str = "logsnr"):
@@ -552,7 +587,8 @@ class DPMSolverPlusPlus2MSampler(Sampler):
         return (ops.zeros_like(x),)
 
     def step(self, denoise, x, state, row, noise):
-        t, alpha_bar_t, alpha_bar_next, ratio, second_order = row[0], row[1], row[2], row[3], row[4]
+        t, alpha_bar_t, alpha_bar_next = row.t, row.alpha_bar_t, row.alpha_bar_next
+        ratio, second_order = row.ratio, row.second_order
         x0, _ = denoise(x, t, alpha_bar_t)
         x_next = dpmpp_2m_step(x, x0, state[0], alpha_bar_t, alpha_bar_next, ratio, second_order)
         return x_next, (x0,)
@@ -563,11 +599,11 @@ class DPMSolverPlusPlus2MSDESampler(DPMSolverPlusPlus2MSampler):
 
     The recommended sampler (`RECOMMENDED`, the default of
     `DiffusionModel.generate`). Like `"ddpm"` it injects fresh noise at every
-    step, which washes out part of a trained network's error (FID 17.6 at 20
-    evaluations on the converged MNIST model, 16.6 at 10, where the ODE
-    solvers stay at 19.5-21), while the second-order multistep correction
-    keeps the discretisation error small (+1.8 to +3.3 % of the std of
-    Gaussian data at 20). One evaluation per step; the first step and the
+    step, which washes out part of a trained network's error, so it scored the
+    best FID per network evaluation on a trained model, while the
+    second-order multistep correction keeps its discretisation error a few
+    percent of the data's std at 20 evaluations (both measured in
+    docs/benchmarks.md). One evaluation per step; the first step and the
     last (to the data) are first order.
 
     Args:
@@ -578,7 +614,8 @@ class DPMSolverPlusPlus2MSDESampler(DPMSolverPlusPlus2MSampler):
     noise_draws = 1
 
     def step(self, denoise, x, state, row, noise):
-        t, alpha_bar_t, alpha_bar_next, ratio, second_order = row[0], row[1], row[2], row[3], row[4]
+        t, alpha_bar_t, alpha_bar_next = row.t, row.alpha_bar_t, row.alpha_bar_next
+        ratio, second_order = row.ratio, row.second_order
         x0, _ = denoise(x, t, alpha_bar_t)
         x_next = dpmpp_2m_sde_step(x, x0, state[0], alpha_bar_t, alpha_bar_next, ratio, second_order, noise[0])
         return x_next, (x0,)
@@ -603,6 +640,7 @@ class DPMSolverPlusPlus3MSampler(Sampler):
     """
 
     name = "dpmpp_3m"
+    columns = Sampler.columns + ("h", "r0", "r1", "order")
     recommended_steps = 20
 
     def __init__(self, spacing: str = "logsnr", min_third_order_steps: int = 15):
@@ -630,7 +668,8 @@ class DPMSolverPlusPlus3MSampler(Sampler):
         return (ops.zeros_like(x), ops.zeros_like(x))
 
     def step(self, denoise, x, state, row, noise):
-        t, alpha_bar_t, alpha_bar_next, h, r0, r1, order = (row[i] for i in range(7))
+        t, alpha_bar_t, alpha_bar_next = row.t, row.alpha_bar_t, row.alpha_bar_next
+        h, r0, r1, order = row.h, row.r0, row.r1, row.order
         x0, _ = denoise(x, t, alpha_bar_t)
         x_next = dpmpp_3m_step(x, x0, state[0], state[1], alpha_bar_t, alpha_bar_next, h, r0, r1, order)
         return x_next, (x0, state[0])
@@ -651,7 +690,7 @@ class ReverseSDESampler(Sampler):
     gaussian_only = True
 
     def step(self, denoise, x, state, row, noise):
-        t, alpha_bar_t, alpha_bar_next = row[0], row[1], row[2]
+        t, alpha_bar_t, alpha_bar_next = row.t, row.alpha_bar_t, row.alpha_bar_next
         x0, eps = denoise(x, t, alpha_bar_t)
         # Song et al.'s "noise removal": the final step outputs the denoised mean.
         return ops.where(alpha_bar_next >= 1.0, x0, euler_maruyama_step(x, eps, alpha_bar_t, alpha_bar_next, noise[0])), state
@@ -672,6 +711,7 @@ class PredictorCorrectorSampler(Sampler):
     """
 
     name = "pc"
+    columns = Sampler.columns + ("alpha",)
     gaussian_only = True
 
     def __init__(self, snr: float = 0.05, corrector_steps: int = 1, spacing: str = "leading"):
@@ -692,7 +732,7 @@ class PredictorCorrectorSampler(Sampler):
         return np.concatenate([rows, alpha[:, None]], axis=1)
 
     def step(self, denoise, x, state, row, noise):
-        t, alpha_bar_t, alpha_bar_next, alpha = row[0], row[1], row[2], row[3]
+        t, alpha_bar_t, alpha_bar_next, alpha = row.t, row.alpha_bar_t, row.alpha_bar_next, row.alpha
         for index in range(self.corrector_steps):
             _, eps = denoise(x, t, alpha_bar_t)
             x = langevin_corrector_step(x, eps, alpha_bar_t, alpha, noise[1 + index], self.snr)
@@ -731,7 +771,7 @@ class ProbabilityFlowODESampler(Sampler):
 
     def step(self, denoise, x, state, row, noise):
         """Returns (x̂_0, ε̂) at the level of `row`: the ODE's right-hand side and the final denoised image."""
-        x0, eps = denoise(x, row[0], row[1])
+        x0, eps = denoise(x, row.t, row.alpha_bar_t)
         return (x0, eps), state
 
     def run(self, step_function, x, schedule: NoiseSchedule, steps: int, draw_noise, callback=None):

@@ -232,3 +232,15 @@ def test_min_snr_weight_turns_every_target_loss_into_the_clamped_x0_loss(predict
         weight = float(to_numpy(predictions.min_snr_weight(prediction, np.float64(snr), 5.0)))
         weighted = weight * np.sum((target - output) ** 2)
         assert weighted == pytest.approx(min(snr, 5.0) * np.sum((x0 - x0_hat) ** 2), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in samplers.available() if n != "ode"])
+def test_every_sampler_names_each_column_of_its_step_table(name):
+    sampler = samplers.get(name)
+    table = sampler.parameters(schedules.LinearSchedule(100), 6)
+    assert table.shape == (6, len(sampler.columns)) and len(set(sampler.columns)) == len(sampler.columns)
+    row = sampler.named(table[2])
+    for index, column in enumerate(sampler.columns):
+        assert getattr(row, column) == table[2, index] == row[index]
+    with pytest.raises(AttributeError, match="rows hold"):
+        row.no_such_value

@@ -87,7 +87,7 @@ def gaussian_sampler_error(
     start = (np.array([0.0, 1.0]) if deterministic else rng.standard_normal(num_values)).astype(np.float32)
 
     def step_function(x, state, row, noise):
-        x_next, state = sampler.step(denoise, x, state, row, noise)
+        x_next, state = sampler.step(denoise, x, state, sampler.named(row), noise)
         return np.asarray(x_next, np.float32), tuple(np.asarray(value, np.float32) for value in state)
 
     def draw_noise(count):
