@@ -118,7 +118,7 @@ def denoising_sequence(model, num_images, steps, snapshots, label, guidance_scal
     Returns:
         (images (snapshots, num_images, H, W, C) in [0, 1], their timestep labels).
     """
-    timesteps = kd.samplers.timestep_sequence(model.timesteps, steps)
+    timesteps = kd.schedules.timestep_sequence(model.timesteps, steps)
     keep = set(np.round(np.linspace(0, steps - 1, snapshots)).astype(int).tolist())
     frames, names = [], []
 

@@ -526,7 +526,7 @@ class DiffusionModel(OwnLossModel):
                 f"The {sampler.name!r} sampler uses the score of Gaussian noise; this model was trained with "
                 f"{self.noise!r}. Use 'ddpm' or 'ddim' for it."
             )
-        samplers.noise_levels(self.schedule, steps, "leading")  # validates steps
+        schedules.noise_levels(self.schedule, steps, "leading")  # validates steps
 
     def _generation_labels(self, labels, num_images, seed):
         if self.num_classes is None:

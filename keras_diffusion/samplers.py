@@ -22,111 +22,18 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from keras import ops
 
-from keras_diffusion.schedules import NoiseSchedule
+from keras_diffusion.schedules import (  # noqa: F401 - re-exported
+    SPACINGS,
+    NoiseSchedule,
+    _check_steps,
+    karras_sigmas,
+    logsnr_sigmas,
+    noise_levels,
+    timestep_sequence,
+)
 
-SPACINGS = ("leading", "trailing", "linspace", "karras", "logsnr")
-
-# ----------------------------------------------------------------------------- noise levels
-
-
-def timestep_sequence(timesteps: int, steps: int, spacing: str = "leading") -> np.ndarray:
-    """The decreasing sub-sequence of integer timesteps a sampler visits.
-
-    Args:
-        timesteps: T of the schedule.
-        steps: how many noise levels, 1 <= steps <= T.
-        spacing: `"leading"` (0, k, 2k, ... with k = T // steps, as in DDIM),
-            `"trailing"` (T-1, T-1-k, ...; starts at the noisiest step) or
-            `"linspace"` (rounded linspace from 0 to T-1).
-
-    Returns:
-        int64 array of `steps` distinct timesteps in (T-1 .. 0), decreasing.
-
-    Example:
-    >>> timestep_sequence(1000, 4).tolist()
-    [750, 500, 250, 0]
-    """
-    _check_steps(steps, timesteps)
-    if spacing == "leading":
-        sequence = np.arange(steps, dtype=np.int64) * (timesteps // steps)
-    elif spacing == "trailing":
-        sequence = np.round(np.arange(timesteps, 0, -timesteps / steps)).astype(np.int64)[::-1] - 1
-    elif spacing == "linspace":
-        sequence = np.round(np.linspace(0, timesteps - 1, steps)).astype(np.int64)
-    else:
-        raise ValueError(f"Unknown timestep spacing {spacing!r}; use one of {SPACINGS}.")
-    return sequence[::-1].copy()
-
-
-def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7.0) -> np.ndarray:
-    """σ_i = (σ_max^{1/ρ} + i/(n-1) (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ, i = 0..n-1 (Karras et al. 2022, eq. 5).
-
-    Returns:
-        float64 array of `steps` decreasing noise levels from σ_max to σ_min.
-
-    Example:
-    >>> karras_sigmas(0.01, 80.0, 3).round(3).tolist()
-    [80.0, 3.46, 0.01]
-    """
-    if steps == 1:
-        return np.array([sigma_max], np.float64)
-    ramp = np.linspace(0.0, 1.0, steps)
-    inverse_rho_min, inverse_rho_max = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
-    return (inverse_rho_max + ramp * (inverse_rho_min - inverse_rho_max)) ** rho
-
-
-def logsnr_sigmas(sigma_min: float, sigma_max: float, steps: int) -> np.ndarray:
-    """σ_i = σ_max (σ_min/σ_max)^{i/(n-1)}: equal steps in λ = log(α/σ) = −log σ (Lu et al. 2022, "logSNR").
-
-    Returns:
-        float64 array of `steps` decreasing noise levels from σ_max to σ_min.
-
-    Example:
-    >>> logsnr_sigmas(0.01, 100.0, 3).round(6).tolist()
-    [100.0, 1.0, 0.01]
-    """
-    if steps == 1:
-        return np.array([sigma_max], np.float64)
-    return np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), steps))
-
-
-def noise_levels(schedule: NoiseSchedule, steps: int, spacing: str = "leading") -> tuple[np.ndarray, np.ndarray]:
-    """The noise levels a sampler visits: timesteps (float) and their ᾱ, from noisiest to cleanest.
-
-    Args:
-        schedule: the model's `NoiseSchedule`.
-        steps: how many levels (network evaluations for first-order samplers).
-        spacing: one of `SPACINGS`; `"karras"` spaces σ = √((1-ᾱ)/ᾱ) as in
-            Karras et al. (2022) between the schedule's σ_0 and σ_{T-1};
-            `"logsnr"` spaces log σ evenly (equal steps h in the log-SNR
-            λ = −log σ, DPM-Solver's "logSNR" spacing). Both give fractional
-            timesteps.
-
-    Returns:
-        (t, alpha_bar), float64 arrays of length `steps`.
-
-    Example:
-    >>> from keras_diffusion.schedules import LinearSchedule
-    >>> t, alpha_bar = noise_levels(LinearSchedule(1000), 4)
-    >>> t.tolist()
-    [750.0, 500.0, 250.0, 0.0]
-    """
-    if spacing in ("karras", "logsnr"):
-        _check_steps(steps, schedule.timesteps)
-        if spacing == "karras":
-            sigmas = karras_sigmas(schedule.sigmas[0], schedule.sigmas[-1], steps)
-        else:
-            sigmas = logsnr_sigmas(schedule.sigmas[0], schedule.sigmas[-1], steps)
-        return schedule.timestep_from_sigma(sigmas), 1.0 / (1.0 + sigmas**2)
-    timesteps = timestep_sequence(schedule.timesteps, steps, spacing)
-    return timesteps.astype(np.float64), schedule.alpha_bar[timesteps]
-
-
-def _check_steps(steps, timesteps):
-    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or not 1 <= steps <= timesteps:
-        raise ValueError(
-            f"`steps` must be an integer between 1 and the model's timesteps ({timesteps}); received steps={steps!r}."
-        )
+# The noise levels a sampler visits are the schedule's business: `keras_diffusion.schedules`
+# defines them; they are imported here, where samplers use them (and for older imports).
 
 
 # ----------------------------------------------------------------------------- guidance

@@ -121,7 +121,7 @@ def test_cifar10_quick_run_writes_grids_curves_the_denoising_sequence_and_the_mo
 def test_denoising_sequence_runs_from_the_noisiest_level_to_the_sample_generate_returns(cifar_run):
     example, _, model = cifar_run
     frames, names = example.denoising_sequence(model, 2, steps=6, snapshots=3, label=0, guidance_scale=0.0, seed=3)
-    assert frames.shape == (3, 2, 32, 32, 3) and names[0] == f"x_{kd.samplers.timestep_sequence(model.timesteps, 6)[0]}"
+    assert frames.shape == (3, 2, 32, 32, 3) and names[0] == f"x_{kd.schedules.timestep_sequence(model.timesteps, 6)[0]}"
     assert names[-1] == "x_0"
     final = model.generate(2, sampler="ddpm", steps=6, labels=[0, 0], seed=3)
     np.testing.assert_allclose(frames[-1], final, atol=1e-6)

@@ -61,7 +61,7 @@ def test_each_sampler_defaults_to_its_most_accurate_spacing(name, steps):
         sampler = kd.samplers.get(name, spacing=spacing)
         return sum(abs(kd.metrics.gaussian_sampler_error(sampler, steps, std).std_error) for std in STDS)
 
-    errors = {spacing: total_error(spacing) for spacing in kd.samplers.SPACINGS}
+    errors = {spacing: total_error(spacing) for spacing in kd.schedules.SPACINGS}
     assert errors[kd.samplers.get(name).spacing] == min(errors.values()), errors
 
 
@@ -94,7 +94,7 @@ def test_steps_none_is_each_samplers_natural_default():
     calls.clear()
     model.generate(2, sampler="ddpm", seed=0, callback=lambda index, x: calls.append(index))
     assert len(calls) == model.timesteps  # the whole DDPM chain, as DDPM itself samples
-    t, _ = kd.samplers.noise_levels(model.schedule, model.timesteps, kd.samplers.get("ddpm").spacing)
+    t, _ = kd.schedules.noise_levels(model.schedule, model.timesteps, kd.samplers.get("ddpm").spacing)
     assert t.tolist() == list(range(model.timesteps - 1, -1, -1))  # every trained timestep, once
 
 
@@ -115,7 +115,7 @@ def test_the_3m_sampler_builds_up_its_order_and_ends_with_a_first_order_step():
 
 def test_logsnr_levels_are_evenly_spaced_in_log_sigma():
     schedule = kd.schedules.LinearSchedule(1000)
-    _, alpha_bar = kd.samplers.noise_levels(schedule, 12, "logsnr")
+    _, alpha_bar = kd.schedules.noise_levels(schedule, 12, "logsnr")
     log_sigma = 0.5 * np.log((1 - alpha_bar) / alpha_bar)
     np.testing.assert_allclose(np.diff(log_sigma), np.diff(log_sigma)[0], rtol=1e-6)
     np.testing.assert_allclose(np.exp(log_sigma[[0, -1]]), schedule.sigmas[[-1, 0]], rtol=1e-6)

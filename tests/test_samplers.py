@@ -66,20 +66,20 @@ def test_guidance_weight_zero_is_the_conditional_prediction_and_two_extrapolates
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
 @pytest.mark.parametrize("steps", [1, 7, 50, 1000])
 def test_timestep_sequences_are_distinct_decreasing_and_in_range(spacing, steps):
-    sequence = samplers.timestep_sequence(1000, steps, spacing)
+    sequence = schedules.timestep_sequence(1000, steps, spacing)
     assert len(sequence) == steps
     assert np.all(np.diff(sequence) < 0)
     assert 0 <= sequence.min() and sequence.max() <= 999
 
 
 def test_full_sequence_visits_every_timestep():
-    np.testing.assert_array_equal(samplers.timestep_sequence(1000, 1000), np.arange(999, -1, -1))
+    np.testing.assert_array_equal(schedules.timestep_sequence(1000, 1000), np.arange(999, -1, -1))
 
 
 @pytest.mark.parametrize("steps", [0, 1001, 2.5, None])
 def test_steps_outside_one_to_timesteps_are_rejected(steps):
     with pytest.raises(ValueError, match="steps"):
-        samplers.timestep_sequence(1000, steps)
+        schedules.timestep_sequence(1000, steps)
 
 
 def test_unknown_sampler_and_spacing_are_rejected():
@@ -88,7 +88,7 @@ def test_unknown_sampler_and_spacing_are_rejected():
     with pytest.raises(ValueError, match="does not take \\['eta'\\]"):
         samplers.get("heun", eta=1.0)
     with pytest.raises(ValueError, match="spacing"):
-        samplers.timestep_sequence(1000, 10, "random")
+        schedules.timestep_sequence(1000, 10, "random")
 
 
 @pytest.mark.parametrize("prediction", predictions.PREDICTIONS)
@@ -186,7 +186,7 @@ def test_langevin_corrector_has_the_requested_signal_to_noise_ratio():
 
 
 def test_karras_levels_span_the_schedule_and_map_back_to_their_sigma():
-    t, alpha_bar = samplers.noise_levels(SCHEDULE, 12, "karras")
+    t, alpha_bar = schedules.noise_levels(SCHEDULE, 12, "karras")
     assert t[0] == pytest.approx(999) and t[-1] == pytest.approx(0, abs=1e-9)
     assert np.all(np.diff(t) < 0)
     sigma = np.sqrt((1 - alpha_bar) / alpha_bar)
@@ -244,3 +244,8 @@ def test_every_sampler_names_each_column_of_its_step_table(name):
         assert getattr(row, column) == table[2, index] == row[index]
     with pytest.raises(AttributeError, match="rows hold"):
         row.no_such_value
+
+
+def test_the_spacing_functions_live_with_the_schedules_and_keep_their_old_names():
+    for name in ("SPACINGS", "timestep_sequence", "karras_sigmas", "logsnr_sigmas", "noise_levels"):
+        assert getattr(samplers, name) is getattr(schedules, name)

@@ -78,7 +78,7 @@ def expected_ddim_std(alpha_bar, timesteps, eta, std):
 )
 def test_ddim_and_ddpm_samples_have_the_exact_std_of_the_discrete_recursion(analytic_model, sampler, steps, eta):
     data = raw_samples(analytic_model, sampler=sampler, steps=steps, eta=eta)
-    timesteps = kd.samplers.timestep_sequence(1000, steps)
+    timesteps = kd.schedules.timestep_sequence(1000, steps)
     effective_eta = 1.0 if sampler == "ddpm" else eta
     assert data.mean() == pytest.approx(MEAN, abs=0.01)
     expected = expected_ddim_std(analytic_model.schedule.alpha_bar, timesteps, effective_eta, STD)
