@@ -11,6 +11,7 @@ from keras_diffusion import ema as power_ema
 from keras_diffusion import noise as noise_distributions
 from keras_diffusion import predictions, samplers, schedules
 from keras_diffusion.backend import compile_function, draw_for_global_batch, mean_over_global_batch
+from keras_diffusion.guidance import classifier_free_guidance
 from keras_diffusion.own_loss import OwnLossModel, accepts_argument, is_int
 
 
@@ -497,7 +498,7 @@ class DiffusionModel(OwnLossModel):
                 output, _ = denoiser.stateless_call(trainable, non_trainable, inputs, **call_kwargs)
                 if guided and labels is not None:
                     conditional, unconditional = output[:batch_size], output[batch_size:]
-                    output = samplers.classifier_free_guidance(conditional, unconditional, guidance_scale)
+                    output = classifier_free_guidance(conditional, unconditional, guidance_scale)
                 signal, sigma = ops.sqrt(alpha_bar), ops.sqrt(1.0 - alpha_bar)
                 x0, eps = predictions.to_x0_and_epsilon(prediction, ops.cast(output, x.dtype), x, signal, sigma)
                 if clip_denoised:

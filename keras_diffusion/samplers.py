@@ -32,19 +32,10 @@ from keras_diffusion.schedules import (  # noqa: F401 - re-exported
     timestep_sequence,
 )
 
+from keras_diffusion.guidance import classifier_free_guidance  # noqa: F401 - the model's; imported for old code
+
 # The noise levels a sampler visits are the schedule's business: `keras_diffusion.schedules`
 # defines them; they are imported here, where samplers use them (and for older imports).
-
-
-# ----------------------------------------------------------------------------- guidance
-
-
-def classifier_free_guidance(eps_conditional, eps_unconditional, guidance_scale):
-    """ε̂ = (1 + w) ε(x, c) − w ε(x, ∅) (Ho & Salimans 2022; the thesis' w).
-
-    w = 0 gives the conditional model; larger w trades diversity for fidelity.
-    """
-    return (1.0 + guidance_scale) * eps_conditional - guidance_scale * eps_unconditional
 
 
 # ----------------------------------------------------------------------------- update rules
