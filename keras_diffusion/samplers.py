@@ -668,12 +668,15 @@ class ProbabilityFlowODESampler(Sampler):
         self.last_function_evaluations = None
 
     def step(self, denoise, x, state, row, noise):
-        """Returns (x̂_0, ε̂) at the level of `row`: the ODE's right-hand side and the final denoised image."""
-        x0, eps = denoise(x, row.t, row.alpha_bar_t)
-        return (x0, eps), state
+        """The base contract's step to the data (ᾱ_next = 1): returns (x̂_0, state).
+
+        `run` evaluates the ODE's right-hand side from it, ε̂ = (x − √ᾱ x̂_0)/√(1 − ᾱ).
+        """
+        x0, _ = denoise(x, row.t, row.alpha_bar_t)
+        return x0, state
 
     def run(self, step_function, x, schedule: NoiseSchedule, steps: int, draw_noise, callback=None):
-        """Integrates the ODE with the compiled `step` as right-hand side; returns x̂_0 (NumPy).
+        """Integrates the ODE, its right-hand side from the compiled `step`; returns x̂_0 (NumPy).
 
         `steps` and `draw_noise` are unused; `callback(index, x)` is called with the final x̂_0.
         """
@@ -684,10 +687,12 @@ class ProbabilityFlowODESampler(Sampler):
 
         def evaluate(sigma, x_tilde):
             alpha_bar = 1.0 / (1.0 + sigma**2)
-            row = np.array([schedule.timestep_from_sigma(sigma), alpha_bar], np.float32)
+            row = np.array([schedule.timestep_from_sigma(sigma), alpha_bar, 1.0], np.float32)
             x_model = (np.sqrt(alpha_bar) * x_tilde).reshape(shape).astype("float32")
-            (x0, eps), _ = step_function(x_model, (), row, None)
-            return ops.convert_to_numpy(x0), ops.convert_to_numpy(eps)
+            x0, _ = step_function(x_model, (), row, None)
+            x0 = ops.convert_to_numpy(x0).astype(np.float64)
+            eps = (x_model - np.sqrt(alpha_bar) * x0) / np.sqrt(1.0 - alpha_bar)
+            return x0, eps
 
         def right_hand_side(sigma, x_tilde):
             _, eps = evaluate(sigma, x_tilde)

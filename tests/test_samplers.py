@@ -234,7 +234,7 @@ def test_min_snr_weight_turns_every_target_loss_into_the_clamped_x0_loss(predict
         assert weighted == pytest.approx(min(snr, 5.0) * np.sum((x0 - x0_hat) ** 2), rel=1e-5)
 
 
-@pytest.mark.parametrize("name", [n for n in samplers.available() if n != "ode"])
+@pytest.mark.parametrize("name", samplers.available())
 def test_every_sampler_names_each_column_of_its_step_table(name):
     sampler = samplers.get(name)
     table = sampler.parameters(schedules.LinearSchedule(100), 6)
