@@ -58,6 +58,7 @@ RECIPES = {
     # Cosine decay of the learning rate to 0 over the run, after a linear warm-up (5 % of the updates).
     "v_cosine": dict(model=dict(prediction="v"), lr_schedule="cosine"),
     "v_cosine_lr_2e-3": dict(model=dict(prediction="v"), lr_schedule="cosine", learning_rate=2e-3),
+    "v_cosine_lr_4e-3": dict(model=dict(prediction="v"), lr_schedule="cosine", learning_rate=4e-3),
     "v_min_snr_cosine": dict(model=dict(prediction="v", min_snr_gamma=5.0), lr_schedule="cosine"),
     "v_cosine_batch_32": dict(model=dict(prediction="v"), lr_schedule="cosine", batch_size=32),
     "v_cosine_batch_128": dict(model=dict(prediction="v"), lr_schedule="cosine", batch_size=128, learning_rate=2e-3),
@@ -67,13 +68,10 @@ RECIPES = {
 
 
 def learning_rate(settings: dict, updates: int):
-    """The recipe's learning rate: a constant, or a warm-up over 5 % of `updates` then cosine decay to 0."""
+    """The recipe's learning rate: a constant, or `kd.learning_rates.warmup_cosine` (5 % warm-up, cosine to 0)."""
     if settings["lr_schedule"] == "constant":
         return settings["learning_rate"]
-    warmup = max(1, updates // 20)
-    return keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=updates - warmup, warmup_target=settings["learning_rate"], warmup_steps=warmup
-    )
+    return kd.learning_rates.warmup_cosine(settings["learning_rate"], updates, warmup=0.05)
 
 
 def recipe(name: str) -> dict:

@@ -41,7 +41,9 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--limit", type=int, default=48000, help="training digits to use (0: all 60,000)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--learning-rate", type=float, default=2e-3, help="Adam's peak learning rate")
+    parser.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
+                        help="cosine: 5 %% warm-up, then cosine decay to 0 at the last update")  # fmt: skip
     parser.add_argument("--preset", choices=["tiny", "mnist"], default="tiny", help="kd.models.UNet.preset name")
     parser.add_argument("--guidance-scale", type=float, default=2.0, help="w of the final sample grid")
     parser.add_argument("--sampler", choices=kd.samplers.available(), default=kd.samplers.RECOMMENDED,
@@ -70,7 +72,11 @@ def main(argv=None):
 
     unet = kd.models.UNet.preset(args.preset)
     model = kd.DiffusionModel(unet, schedule="linear", timesteps=1000, ema_decay=0.999, class_dropout=0.1, seed=args.seed)
-    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+    updates = args.epochs * -(-len(images) // args.batch_size)
+    learning_rate = args.learning_rate
+    if args.lr_schedule == "cosine":
+        learning_rate = kd.learning_rates.warmup_cosine(args.learning_rate, max(updates, 2))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
     print(f"Training a {unet.count_params():,}-parameter U-Net on {len(images):,} digits for {args.epochs} epochs "
           f"({keras.backend.backend()} backend).")  # fmt: skip
     callbacks = [

@@ -4,7 +4,20 @@ from keras_diffusion.backend import use_multithreaded_xla_cpu_convolutions
 
 use_multithreaded_xla_cpu_convolutions()  # before anything runs on JAX; see its docstring
 
-from keras_diffusion import callbacks, datasets, ema, guidance, io, metrics, models, noise, predictions, samplers, schedules  # noqa: E402
+from keras_diffusion import (  # noqa: E402
+    callbacks,
+    datasets,
+    ema,
+    guidance,
+    io,
+    learning_rates,
+    metrics,
+    models,
+    noise,
+    predictions,
+    samplers,
+    schedules,
+)
 from keras_diffusion.diffusion_model import DiffusionModel  # noqa: E402
 from keras_diffusion.latent_diffusion_model import LatentDiffusionModel  # noqa: E402
 

@@ -188,7 +188,15 @@ def _add_train_parser(commands) -> None:
     )
     parser.add_argument("--epochs", type=_positive_int, default=10)
     parser.add_argument("--batch-size", type=_positive_int, default=64)
-    parser.add_argument("--learning-rate", type=_positive_float, default=2e-4, help="Adam learning rate")
+    parser.add_argument(
+        "--learning-rate", type=_positive_float, default=None,
+        help="Adam's (peak) learning rate; default 2e-3 for the tiny preset (measured, docs/benchmarks.md), "
+        "2e-4 (DDPM's) for the larger ones",
+    )  # fmt: skip
+    parser.add_argument(
+        "--lr-schedule", choices=["cosine", "constant"], default="cosine",
+        help="cosine: 5%% warm-up, then cosine decay to 0 at the last update (kd.learning_rates.warmup_cosine)",
+    )  # fmt: skip
     parser.add_argument("--timesteps", type=_positive_int, default=1000, help="T of the noise schedule")
     parser.add_argument("--schedule", choices=["linear", "cosine"], default="linear")
     parser.add_argument(
@@ -396,7 +404,11 @@ def run_train(args) -> int:
         class_dropout=args.class_dropout, seed=args.seed,
         **({} if args.prediction is None else {"prediction": args.prediction}),
     )  # fmt: skip
-    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+    learning_rate = args.learning_rate or (2e-3 if args.preset == "tiny" else 2e-4)
+    if args.lr_schedule == "cosine":
+        updates = args.epochs * -(-len(images) // args.batch_size)
+        learning_rate = kd.learning_rates.warmup_cosine(learning_rate, max(updates, 2))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
 
     if dataset:
         real_images, _, _ = kd.datasets.load_dataset_or_folder(dataset, "test", args.data_dir, 32)

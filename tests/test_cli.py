@@ -63,8 +63,8 @@ def pixel_fid(monkeypatch, tmp_path):
 
 EXPECTED_OPTIONS = {
     "train": [
-        "DATA", "--out", "--preset", "--widths", "--epochs", "--batch-size", "--learning-rate", "--timesteps",
-        "--schedule", "--ema-decay", "--class-dropout", "--unconditional", "--split", "--limit", "--data-dir",
+        "DATA", "--out", "--preset", "--widths", "--epochs", "--batch-size", "--learning-rate", "--lr-schedule",
+        "--timesteps", "--schedule", "--ema-decay", "--class-dropout", "--unconditional", "--split", "--limit", "--data-dir",
         "--image-size", "--grayscale", "--sampler", "--steps", "--eta", "--guidance-scale", "--grid-every",
         "--fid-every", "--fid-samples", "--fid-real", "--keep-checkpoints", "--seed", "--quiet", "KERAS_BACKEND",
     ],
