@@ -44,6 +44,7 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="Adam's peak learning rate")
     parser.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
                         help="cosine: 5 %% warm-up, then cosine decay to 0 at the last update")  # fmt: skip
+    parser.add_argument("--schedule", choices=["cosine", "linear"], default="cosine", help="noise schedule, T = 1000")
     parser.add_argument("--preset", choices=["tiny", "mnist"], default="tiny", help="kd.models.UNet.preset name")
     parser.add_argument("--guidance-scale", type=float, default=2.0, help="w of the final sample grid")
     parser.add_argument("--sampler", choices=kd.samplers.available(), default=kd.samplers.RECOMMENDED,
@@ -71,7 +72,9 @@ def main(argv=None):
     real_images, _ = kd.datasets.load("mnist", split="test", data_dir=args.data_dir, limit=32)
 
     unet = kd.models.UNet.preset(args.preset)
-    model = kd.DiffusionModel(unet, schedule="linear", timesteps=1000, ema_decay=0.999, class_dropout=0.1, seed=args.seed)
+    model = kd.DiffusionModel(
+        unet, schedule=args.schedule, timesteps=1000, ema_decay=0.999, class_dropout=0.1, seed=args.seed
+    )
     updates = args.epochs * -(-len(images) // args.batch_size)
     learning_rate = args.learning_rate
     if args.lr_schedule == "cosine":
