@@ -198,7 +198,7 @@ def _add_train_parser(commands) -> None:
         help="cosine: 5%% warm-up, then cosine decay to 0 at the last update (kd.learning_rates.warmup_cosine)",
     )  # fmt: skip
     parser.add_argument("--timesteps", type=_positive_int, default=1000, help="T of the noise schedule")
-    parser.add_argument("--schedule", choices=["linear", "cosine"], default="linear")
+    parser.add_argument("--schedule", choices=["cosine", "linear"], default="cosine", help="noise schedule")
     parser.add_argument(
         "--prediction", choices=["epsilon", "x0", "v"], default=None,
         help="the network's target (default: DiffusionModel's, the fastest to train in docs/benchmarks.md)",
