@@ -57,6 +57,10 @@ RECIPES = {
     "v_cosine_noise": dict(model=dict(prediction="v", schedule="cosine")),  # Nichol & Dhariwal's ᾱ(t)
     "v_cosine_noise_cosine_lr_2e-3": dict(model=dict(prediction="v", schedule="cosine"), lr_schedule="cosine",
                                           learning_rate=2e-3),  # fmt: skip
+    "v_cosine_noise_cosine_lr_2e-3_batch_32": dict(model=dict(prediction="v", schedule="cosine"), lr_schedule="cosine",
+                                                   learning_rate=2e-3, batch_size=32),  # fmt: skip
+    "v_cosine_noise_cosine_lr_4e-3": dict(model=dict(prediction="v", schedule="cosine"), lr_schedule="cosine",
+                                          learning_rate=4e-3),  # fmt: skip
     # Cosine decay of the learning rate to 0 over the run, after a linear warm-up (5 % of the updates).
     "v_cosine": dict(model=dict(prediction="v"), lr_schedule="cosine"),
     "v_cosine_lr_2e-3": dict(model=dict(prediction="v"), lr_schedule="cosine", learning_rate=2e-3),
