@@ -283,7 +283,6 @@ class FIDCallback(keras.callbacks.Callback):
             self._record(logs)
 
 
-
 def _dataset_for_shape(image_shape: tuple[int, ...]) -> str:
     try:
         return name_for_shape(image_shape)
