@@ -88,3 +88,15 @@ def trained_mnist():
 def tiny_conditional():
     """An untrained 8x8 conditional model (3 classes) with a non-zero output, for sampling tests."""
     return kd.DiffusionModel(tiny_unet(), timesteps=100, seed=0)
+
+
+def skip_tensorflow_bfloat16_under_an_isa_cap() -> None:
+    """Skips a TensorFlow bfloat16 test when oneDNN is capped below AVX-512 (`ONEDNN_MAX_CPU_ISA`).
+
+    TensorFlow picks oneDNN's bfloat16 kernels from the CPU's own flags (avx512_bf16, amx); a cap
+    below AVX-512, how our AVX2 machine is emulated on a newer one, leaves them without an
+    implementation and TensorFlow aborts. A real AVX2 CPU takes TensorFlow's Eigen path instead.
+    """
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if keras.backend.backend() == "tensorflow" and isa and not isa.startswith(("AVX512", "AVX10", "ALL", "DEFAULT")):
+        pytest.skip(f"ONEDNN_MAX_CPU_ISA={isa}: TensorFlow's bfloat16 kernels abort under the cap (emulation only)")

@@ -1,23 +1,13 @@
 """Mixed precision: `fit` and `generate` under mixed_bfloat16 and mixed_float16 stay finite, loss and EMA stay float32."""
 
-import os
-
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_unet
+from conftest import skip_tensorflow_bfloat16_under_an_isa_cap, tiny_unet
 
 import keras_diffusion as kd
 
 POLICIES = ["mixed_bfloat16", "mixed_float16"]
-# TensorFlow picks oneDNN's bfloat16 kernels from the CPU's own flags (avx512_bf16, amx); a cap below
-# AVX-512 on oneDNN (how our AVX2 machine is emulated on a newer one) leaves them without an
-# implementation and the process aborts. A real AVX2 CPU takes TensorFlow's Eigen path instead.
-EMULATED_ISA = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
-ONEDNN_BF16_CAPPED = (
-    f"ONEDNN_MAX_CPU_ISA={EMULATED_ISA} caps oneDNN below the bfloat16 kernels that TensorFlow selects from "
-    "this CPU's flags (an emulation artifact: TensorFlow aborts)"
-)
 JAX_CPU_FLOAT16 = (
     "XLA:CPU has no float16 matmul with float32 accumulation ('The precision F16_F16_F32 is not "
     "supported by dot_general on CPU'); mixed_float16 on JAX runs on GPUs only"
@@ -29,8 +19,8 @@ def trained(request):
     """(policy name, model, History) after 3 training steps under the policy."""
     if request.param == "mixed_float16" and keras.backend.backend() == "jax" and _cpu_only():
         pytest.skip(JAX_CPU_FLOAT16)
-    if request.param == "mixed_bfloat16" and keras.backend.backend() == "tensorflow" and _onednn_capped_below_avx512():
-        pytest.skip(ONEDNN_BF16_CAPPED)
+    if request.param == "mixed_bfloat16":
+        skip_tensorflow_bfloat16_under_an_isa_cap()
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(request.param)
     try:
@@ -85,6 +75,3 @@ def test_generate_is_finite_in_0_1(trained):
 def _cpu_only() -> bool:
     return all(device.lower().startswith("cpu") for device in keras.distribution.list_devices())
 
-
-def _onednn_capped_below_avx512() -> bool:
-    return bool(EMULATED_ISA) and not EMULATED_ISA.startswith(("AVX512", "AVX10", "ALL", "DEFAULT"))

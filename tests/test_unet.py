@@ -3,7 +3,7 @@ import io
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_unet
+from conftest import skip_tensorflow_bfloat16_under_an_isa_cap, tiny_unet
 
 import keras_diffusion as kd
 
@@ -137,6 +137,7 @@ def test_attention_block_is_softmax_attention_per_head_with_a_residual():
 
 
 def test_blocks_pass_their_dtype_policy_to_their_sublayers():
+    skip_tensorflow_bfloat16_under_an_isa_cap()
     from keras_diffusion.models import autoencoder_layers
     from keras_diffusion.models.layers import AttentionBlock, ResidualBlock
 
