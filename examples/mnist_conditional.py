@@ -17,13 +17,14 @@ digits every epoch. The U-Net is the library's MNIST preset
 (`UNet.mnist()`: widths 32, 64, 128, attention at 7×7, 3.9 M parameters);
 the thesis' ContextUnet used 128 features. About an hour on one GPU.
 
-cpu: the library's recipe (v-prediction, T = 1000) on the main job's
-1.06 M-parameter U-Net (32-64-64, attention only at 7×7 in the middle), 6
-epochs of batch 64 (5,628 updates), learning rate 1e-3 decayed linearly to
-0, FID (N = 1024, ancestral DDPM, 25 steps) every 15 training minutes. About
-1 h 40 min on 2 AVX-512 cores, the evaluation below included: FID 5.37 at
-N = 10,000, class accuracy 97.1 / 99.8 / 100 % at w = 0 / 0.5 / 2
-(docs/benchmarks.md).
+cpu: the library's measured recipe (v-prediction, the cosine noise schedule
+with T = 1000, Adam warming up to 2e-3 over 5 % of the updates and decaying
+to 0 on a cosine; docs/benchmarks.md) on the main job's 1.06 M-parameter
+U-Net (32-64-64, attention only at 7×7 in the middle), 8 epochs of batch 64
+(7,504 updates), FID (N = 1024) every 15 training minutes, grids, FID and
+the sweep with the library's default sampler (`dpmpp_2m_sde`, 10 steps).
+Under 2 hours on 2 AVX-512 cores, the evaluation below included; results in
+docs/benchmarks.md.
 
 quick: the same pipeline at a tiny size (512 digits, 2 epochs, a 16-32-32
 U-Net, 10 DDIM steps, FID from 64 vs 256 images: far too few for a
@@ -76,20 +77,20 @@ from keras_diffusion.io import save_model_atomically, write_bytes_atomically
 PRESETS = {
     # The thesis' settings (section 4.1); about an hour on one GPU.
     "thesis": dict(
-        epochs=20, batch_size=256, learning_rate=1e-4, timesteps=400, limit=0, widths=(32, 64, 128), num_res_blocks=2,
+        epochs=20, batch_size=256, learning_rate=1e-4, lr_schedule="linear", schedule="linear", timesteps=400, limit=0, widths=(32, 64, 128), num_res_blocks=2,
         attention=True, sampler="ddpm", steps=400, fid_samples=2048, fid_real=10000, fid_every_minutes=0.0,
         final_fid_samples=10000, sweep_samples=2048,
     ),
-    # The converged CPU run of docs/benchmarks.md: the library's recipe (v-prediction, T = 1000) and the main
-    # job's 1.06 M U-Net, 6 epochs of batch 64 (5,628 updates): under 2 hours on 2 cores, evaluation included.
+    # The converged CPU run of docs/benchmarks.md: the library's measured recipe and the main job's 1.06 M U-Net,
+    # 8 epochs of batch 64 (7,504 updates): under 2 hours on 2 cores, evaluation included.
     "cpu": dict(
-        epochs=6, batch_size=64, learning_rate=1e-3, timesteps=1000, limit=0, widths=(32, 64, 64), num_res_blocks=1,
-        attention=False, sampler="ddpm", steps=25, fid_samples=1024, fid_real=10000, fid_every_minutes=15.0,
-        final_fid_samples=10000, sweep_samples=2048,
+        epochs=8, batch_size=64, learning_rate=2e-3, lr_schedule="warmup_cosine", schedule="cosine", timesteps=1000,
+        limit=0, widths=(32, 64, 64), num_res_blocks=1, attention=False, sampler="dpmpp_2m_sde", steps=10,
+        fid_samples=1024, fid_real=10000, fid_every_minutes=15.0, final_fid_samples=10000, sweep_samples=2048,
     ),
     # The same pipeline at a tiny size, for CI.
     "quick": dict(
-        epochs=2, batch_size=64, learning_rate=1e-3, timesteps=400, limit=512, widths=(16, 32, 32), num_res_blocks=1,
+        epochs=2, batch_size=64, learning_rate=1e-3, lr_schedule="linear", schedule="linear", timesteps=400, limit=512, widths=(16, 32, 32), num_res_blocks=1,
         attention=True, sampler="ddim", steps=10, fid_samples=64, fid_real=256, fid_every_minutes=0.0,
         final_fid_samples=0, sweep_samples=0,
     ),
@@ -106,12 +107,15 @@ def parse_args(argv=None):
     parser.add_argument("--out", default="runs/mnist_conditional", help="output folder")
     parser.add_argument("--epochs", type=int, help="passes over the training digits")
     parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--learning-rate", type=float, help="initial Adam rate, decayed linearly to 0 per update")
-    parser.add_argument("--timesteps", type=int, help="T (β linear from 1e-4 to 0.02)")
+    parser.add_argument("--learning-rate", type=float, help="Adam's initial (linear) or peak (warmup_cosine) rate")
+    parser.add_argument("--lr-schedule", choices=["linear", "warmup_cosine"],
+                        help="linear: decayed linearly to 0; warmup_cosine: kd.learning_rates.warmup_cosine")
+    parser.add_argument("--schedule", choices=["linear", "cosine"], help="noise schedule (linear: β from 1e-4 to 0.02)")
+    parser.add_argument("--timesteps", type=int, help="T")
     parser.add_argument("--limit", type=int, help="training digits (0: all 60,000)")
     parser.add_argument("--widths", type=lambda s: tuple(int(w) for w in s.split(",")), help="U-Net channels per level")
     parser.add_argument("--num-res-blocks", type=int, help="residual blocks per U-Net level")
-    parser.add_argument("--sampler", choices=["ddpm", "ddim"], help="sampler of grids, FID and the sweep")
+    parser.add_argument("--sampler", choices=kd.samplers.available(), help="sampler of grids, FID and the sweep")
     parser.add_argument("--steps", type=int, help="sampler steps (T: the whole chain)")
     parser.add_argument("--fid-samples", type=int, help="generated digits per FID during training (0: no FID)")
     parser.add_argument("--fid-real", type=int, help="test digits for FID")
@@ -209,10 +213,16 @@ def main(argv=None, feature_extractor=None, classifier=None):
         widths=args.widths, num_res_blocks=args.num_res_blocks, norm_groups=math.gcd(8, *args.widths),
         **({} if args.attention else dict(attention_resolutions=())),
     )  # fmt: skip
-    schedule = kd.schedules.LinearSchedule(args.timesteps, beta_start=1e-4, beta_end=0.02)
+    if args.schedule == "linear":
+        schedule = kd.schedules.LinearSchedule(args.timesteps, beta_start=1e-4, beta_end=0.02)
+    else:
+        schedule = kd.schedules.CosineSchedule(args.timesteps)
     model = kd.DiffusionModel(unet, schedule=schedule, ema_decay=0.999, class_dropout=args.class_dropout, seed=args.seed)
     updates = args.epochs * math.ceil(len(images) / args.batch_size)
-    learning_rate = keras.optimizers.schedules.PolynomialDecay(args.learning_rate, updates, end_learning_rate=0.0)
+    if args.lr_schedule == "linear":
+        learning_rate = keras.optimizers.schedules.PolynomialDecay(args.learning_rate, updates, end_learning_rate=0.0)
+    else:
+        learning_rate = kd.learning_rates.warmup_cosine(args.learning_rate, max(updates, 2))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate))
     sampling = dict(sampler=args.sampler, steps=args.steps)
     real = test_images[: args.fid_real]
