@@ -7,6 +7,7 @@ use_multithreaded_xla_cpu_convolutions()  # before anything runs on JAX; see its
 from keras_diffusion import (  # noqa: E402
     callbacks,
     datasets,
+    distributed,
     ema,
     guidance,
     io,

@@ -240,6 +240,13 @@ def _add_train_parser(commands) -> None:
     parser.add_argument("--keep-checkpoints", type=_positive_int, default=2, help="per-epoch checkpoints to keep")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--coordinator", default=None, metavar="ADDRESSES",
+        help="train in several processes: every process's host:port, comma-separated, process 0 first (JAX "
+        "needs only process 0's); 'auto' reads the engine's environment (TF_CONFIG; Slurm, Cloud TPU on JAX)",
+    )  # fmt: skip
+    parser.add_argument("--num-processes", type=_positive_int, default=None, help="processes taking part")
+    parser.add_argument("--process-id", type=_number(int, 0, "a process index >= 0"), default=None, help="this one's")
     parser.set_defaults(handler=run_train)
 
 
@@ -376,6 +383,7 @@ def _sampling_kwargs(args) -> dict:
 
 def run_train(args) -> int:
     """`keras-diffusion train`: fit a model and write grids, curves, checkpoints and the model."""
+    _start_processes(args)
     if args.steps is None:
         args.steps = kd.samplers.get(args.sampler).default_steps(kd.schedules.get(args.schedule, args.timesteps))
     if args.timesteps < args.steps:
@@ -398,17 +406,18 @@ def run_train(args) -> int:
         )
     keras.utils.set_random_seed(args.seed)
     widths = {} if args.widths is None else {"widths": tuple(args.widths)}
-    unet = kd.models.UNet.preset(args.preset, image_shape=images.shape[1:], num_classes=num_classes, **widths)
-    model = kd.DiffusionModel(
-        unet, schedule=args.schedule, timesteps=args.timesteps, ema_decay=args.ema_decay or None,
-        class_dropout=args.class_dropout, seed=args.seed,
-        **({} if args.prediction is None else {"prediction": args.prediction}),
-    )  # fmt: skip
-    learning_rate = args.learning_rate or (2e-3 if args.preset == "tiny" else 2e-4)
-    if args.lr_schedule == "cosine":
-        updates = args.epochs * -(-len(images) // args.batch_size)
-        learning_rate = kd.learning_rates.warmup_cosine(learning_rate, max(updates, 2))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    with kd.distributed.scope():
+        unet = kd.models.UNet.preset(args.preset, image_shape=images.shape[1:], num_classes=num_classes, **widths)
+        model = kd.DiffusionModel(
+            unet, schedule=args.schedule, timesteps=args.timesteps, ema_decay=args.ema_decay or None,
+            class_dropout=args.class_dropout, seed=args.seed,
+            **({} if args.prediction is None else {"prediction": args.prediction}),
+        )  # fmt: skip
+        learning_rate = args.learning_rate or (2e-3 if args.preset == "tiny" else 2e-4)
+        if args.lr_schedule == "cosine":
+            updates = args.epochs * -(-len(images) // args.batch_size)
+            learning_rate = kd.learning_rates.warmup_cosine(learning_rate, max(updates, 2))
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate))
 
     if dataset:
         real_images, _, _ = kd.datasets.load_dataset_or_folder(dataset, "test", args.data_dir, 32)
@@ -434,21 +443,46 @@ def run_train(args) -> int:
         kd.callbacks.EpochCheckpoint(os.path.join(args.out, "checkpoints"), keep=args.keep_checkpoints),
     ]
     kind = f"class-conditional ({num_classes} classes)" if num_classes else "unconditional"
+    processes = kd.distributed.process_count()
     print(
         f"Training a {kind} {unet.count_params():,}-parameter U-Net on {len(images):,} images of shape "
         f"{images.shape[1:]} for {args.epochs} epochs, batch {args.batch_size}, on the "
-        f"{keras.backend.backend()} backend (set KERAS_BACKEND to change it)."
+        f"{keras.backend.backend()} backend (set KERAS_BACKEND to change it)"
+        + (f", process {kd.distributed.process_index()} of {processes}." if processes > 1 else ".")
     )
-    history = model.fit(
-        images, labels, batch_size=args.batch_size, epochs=args.epochs, shuffle=True, callbacks=callbacks,
-        verbose=0 if args.quiet else 1,
-    )  # fmt: skip
+    with kd.distributed.scope():
+        history = model.fit(
+            images, labels, batch_size=args.batch_size, epochs=args.epochs, shuffle=True, callbacks=callbacks,
+            verbose=0 if args.quiet else 1,
+        )  # fmt: skip
     model_path = os.path.join(args.out, "model.keras")
     save_model_atomically(model, model_path)
     values = {name: [float(v) for v in series] for name, series in history.history.items()}
     write_bytes_atomically(os.path.join(args.out, "history.json"), json.dumps(values, indent=1).encode())
-    print(f"Wrote {model_path}, grids/, checkpoints/, curves.png and history.json in {args.out}.")
+    if kd.distributed.is_chief():
+        print(f"Wrote {model_path}, grids/, checkpoints/, curves.png and history.json in {args.out}.")
     return EXIT_OK
+
+
+def _start_processes(args) -> None:
+    """Connects the training processes (`kd.distributed.initialize`) when --coordinator is given."""
+    if args.coordinator is None:
+        if args.num_processes is not None or args.process_id is not None:
+            raise CommandLineError("--num-processes and --process-id need --coordinator (or --coordinator auto).")
+        return
+    try:
+        if args.coordinator == "auto":
+            kd.distributed.initialize(num_processes=args.num_processes, process_id=args.process_id)
+        else:
+            kd.distributed.initialize(args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
+    except ValueError as error:
+        raise CommandLineError(f"--coordinator: {error}") from None
+    processes = kd.distributed.process_count()
+    if args.batch_size % processes:
+        raise CommandLineError(
+            f"--batch-size {args.batch_size} is the global batch; it must divide between the {processes} "
+            f"processes, e.g. --batch-size {max(processes, args.batch_size // processes * processes)}."
+        )
 
 
 # ----------------------------------------------------------------------- sample

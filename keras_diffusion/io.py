@@ -1,16 +1,22 @@
 """Writing and reading files: atomic writes (readers see the old file or the new one, never half of
-one), PNG images and `.safetensors` tensors. Every module that writes a file goes through here."""
+one), PNG images and `.safetensors` tensors. Every module that writes a file goes through here.
+
+In a multi-process run (`keras_diffusion.distributed`) only the chief writes: the other processes
+run the same code, so that any collective operation in it stays in step, and drop the result."""
 
 import contextlib
 import io
 import json
 import os
+import shutil
 import struct
 import tempfile
 from collections.abc import Mapping
 
 import matplotlib.image
 import numpy as np
+
+from keras_diffusion.distributed import is_chief
 
 
 def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:
@@ -29,14 +35,39 @@ def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:
     >>> open(path, "rb").read()
     b'done'
     """
-    with _replaced_atomically(path, os.path.splitext(os.fspath(path))[1]) as temporary:
+    with replaced_atomically(path, os.path.splitext(os.fspath(path))[1]) as temporary:
         with open(temporary, "wb") as file:
             file.write(data)
 
 
 @contextlib.contextmanager
-def _replaced_atomically(path: str | os.PathLike, suffix: str):
-    """Yields a temporary path beside `path`, renamed over `path` when the block ends; removed if it raises."""
+def replaced_atomically(path: str | os.PathLike, suffix: str):
+    """Yields a temporary path beside `path`, renamed over `path` when the block ends; removed if it raises.
+
+    On a process other than the chief of a multi-process run the temporary
+    file lies in a private folder and is deleted instead: `path` is the chief's.
+
+    Args:
+        path: the destination; its directory is created if missing.
+        suffix: the temporary file's ending (some writers choose the format by it).
+
+    Returns:
+        A context manager yielding the temporary path to write.
+
+    Example:
+    >>> path = os.path.join(tempfile.mkdtemp(), "example.txt")
+    >>> with replaced_atomically(path, ".txt") as temporary:
+    ...     _ = open(temporary, "w").write("done")
+    >>> open(path).read()
+    'done'
+    """
+    if not is_chief():
+        private = tempfile.mkdtemp(prefix="keras-diffusion-not-chief-")
+        try:
+            yield os.path.join(private, "discarded" + suffix)
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+        return
     directory = os.path.dirname(os.path.abspath(os.fspath(path)))
     os.makedirs(directory, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
@@ -96,7 +127,7 @@ def save_model_atomically(model, path: str | os.PathLike) -> None:
     >>> os.path.exists(path)
     True
     """
-    with _replaced_atomically(path, ".keras") as temporary:
+    with replaced_atomically(path, ".keras") as temporary:
         model.save(temporary)
 
 

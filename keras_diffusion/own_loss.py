@@ -14,6 +14,8 @@ import inspect
 import keras
 import numpy as np
 
+from keras_diffusion import distributed
+from keras_diffusion.io import replaced_atomically
 from keras_diffusion.seed_states import SavesSeedStates
 
 
@@ -76,11 +78,46 @@ class OwnLossModel(SavesSeedStates, keras.Model):
             return  # variables appear on the first call; Keras builds the optimizer then
         self.optimizer.build(self.trainable_variables)
 
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`; when several processes train (`keras_diffusion.distributed`), arrays
+        become `distributed.global_batches` (seeded, the same on every process)."""
+        args, kwargs = distributed.fit_arguments(self, args, kwargs)
+        return super().fit(*args, **kwargs)
+
+    def save(self, filepath, *args, **kwargs):
+        """`keras.Model.save`, written to a temporary file and renamed into place (readers never see
+        half a file); in a multi-process run only the chief writes (`keras_diffusion.io`)."""
+        with replaced_atomically(filepath, _suffix(filepath)) as temporary:
+            super().save(temporary, *args, **kwargs)
+
+    def save_weights(self, filepath, *args, **kwargs):
+        """`keras.Model.save_weights`, atomically and by the chief only, as `save`."""
+        with replaced_atomically(filepath, _suffix(filepath)) as temporary:
+            super().save_weights(temporary, *args, **kwargs)
+
+    def get_metrics_result(self):
+        # Keras 3 cannot average scalar logs over TensorFlow workers; see distributed.reducible_logs.
+        return distributed.reducible_logs(super().get_metrics_result())
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Called by Keras' TensorFlow trainer only; see distributed.first_local_batch.
+        if data_batch is None:
+            local = distributed.first_local_batch(iterator)
+            if local is not None:
+                iterator, data_batch = None, local
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def compile_from_config(self, config):
         """Restores `compile()` (and builds the optimizer, whose variables load next) when a saved model is loaded."""
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.optimizer is not None and not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
+
+
+def _suffix(path) -> str:
+    """The ending Keras reads the format from: ".weights.h5", ".keras", ".h5"."""
+    path = str(path)
+    return ".weights.h5" if path.endswith(".weights.h5") else "." + path.rpartition(".")[2]
 
 
 def is_int(value) -> bool:

@@ -66,7 +66,8 @@ EXPECTED_OPTIONS = {
         "DATA", "--out", "--preset", "--widths", "--epochs", "--batch-size", "--learning-rate", "--lr-schedule",
         "--timesteps", "--schedule", "--ema-decay", "--class-dropout", "--unconditional", "--split", "--limit", "--data-dir",
         "--image-size", "--grayscale", "--sampler", "--steps", "--eta", "--guidance-scale", "--grid-every",
-        "--fid-every", "--fid-samples", "--fid-real", "--keep-checkpoints", "--seed", "--quiet", "KERAS_BACKEND",
+        "--fid-every", "--fid-samples", "--fid-real", "--keep-checkpoints", "--seed", "--quiet", "--coordinator",
+        "--num-processes", "--process-id", "KERAS_BACKEND",
     ],
     "sample": [
         "MODEL", "--num", "--sampler", "--steps", "--eta", "--guidance-scale", "--labels", "--seed", "--batch-size",
@@ -93,6 +94,20 @@ def test_top_level_help_lists_the_commands_and_no_command_is_a_usage_error(capsy
     assert status == 0 and all(command in out for command in EXPECTED_OPTIONS)
     status, _, err = run([], capsys)
     assert status == 2 and "train" in err
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--num-processes", "2", "--process-id", "0"], "need --coordinator"),
+        (["--coordinator", "node0", "--process-id", "0"], "not 'host:port'"),
+        (["--coordinator", "a:1,b:2", "--process-id", "2"], "must be in 0..1"),
+    ],
+)
+def test_train_refuses_a_bad_multi_process_setup_before_loading_anything(options, message, capsys, tmp_path):
+    status, _, err = run(["train", "mnist", "--out", tmp_path / "out", *options], capsys)
+    assert status == 1 and message in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_sampler_choices_are_read_from_the_samplers_module(capsys):

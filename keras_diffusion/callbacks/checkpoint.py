@@ -21,13 +21,13 @@ so a mid-epoch resume trains the batches before the checkpoint a second time.
 import glob
 import json
 import os
-import tempfile
 import warnings
 
 import keras
 import numpy as np
 
-from keras_diffusion.io import save_model_atomically, write_bytes_atomically
+from keras_diffusion.distributed import is_chief
+from keras_diffusion.io import replaced_atomically, save_model_atomically, write_bytes_atomically
 
 POINTER_FILE = "checkpoint.json"
 FORMAT_VERSION = 1
@@ -154,7 +154,6 @@ class TrainingCheckpoint(keras.callbacks.Callback):
                 stacklevel=2,
             )
             return False
-        os.makedirs(self.directory, exist_ok=True)
         weights_name = f"step-{self._global_step:09d}.weights.h5"
         _save_weights_atomically(model, os.path.join(self.directory, weights_name))
         metadata = {
@@ -267,6 +266,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self._batches_to_skip = 0
 
     def _delete_old_weights(self, keep_name: str) -> None:
+        if not is_chief():
+            return
         names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(self.directory, "step-*.weights.h5")))
         older = [name for name in names if name != keep_name]
         for name in older[: max(0, len(older) - (self.keep - 1))]:
@@ -291,23 +292,14 @@ def _skip_batch(args):
 
 
 def _save_weights_atomically(model: keras.Model, path: str) -> None:
-    """`model.save_weights` to a temporary file beside `path`, renamed over `path` when complete."""
-    directory = os.path.dirname(path)
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=_TEMPORARY_PREFIX, suffix=".weights.h5")
-    os.close(descriptor)
-    try:
+    """`model.save_weights` to a temporary file beside `path`, renamed over `path` when complete (chief only)."""
+    with replaced_atomically(path, ".weights.h5") as temporary:
         model.save_weights(temporary, overwrite=True)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp made it 0600; give it a plain open()'s mode
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def _remove_temporary_files(directory: str) -> None:
+    if not is_chief():
+        return
     for path in glob.glob(os.path.join(directory, _TEMPORARY_PREFIX + "*")):
         os.remove(path)
 
@@ -350,6 +342,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         save_model_atomically(self.model, os.path.join(self.directory, f"epoch_{epoch + 1:04d}.keras"))
+        if not is_chief():
+            return
         names = os.listdir(self.directory)
         saved = sorted(name for name in names if name.startswith("epoch_") and name.endswith(".keras"))
         for name in saved[: -self.keep]:
