@@ -7,6 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_diffusion import distributed
 from keras_diffusion import ema as power_ema
 from keras_diffusion import noise as noise_distributions
 from keras_diffusion import predictions, samplers, schedules
@@ -396,7 +397,13 @@ class DiffusionModel(OwnLossModel):
             verbose: show a progress bar over the steps.
             callback: optional `callback(step_index, x)` called after every
                 step of every batch with the current x (NumPy, the model's
-                diffusion space, e.g. [-1, 1] pixels), for denoising-sequence figures.
+                diffusion space, e.g. [-1, 1] pixels), for denoising-sequence
+                figures; in a multi-process run, this process's rows of x.
+
+        In a multi-process run (`keras_diffusion.distributed`) every process
+        calls `generate` with the same arguments; each samples its share of
+        every batch (`batch_size` is rounded up to a multiple of the number of
+        processes) and every process returns all the images.
 
         Returns:
             float32 NumPy array (num_images, H, W, C) with values in [0, 1].
@@ -410,6 +417,9 @@ class DiffusionModel(OwnLossModel):
         self._check_generate_arguments(num_images, sampler, guidance_scale, batch_size, steps)
         labels = self._generation_labels(labels, num_images, seed)
         batch_size = min(batch_size or 256, num_images)
+        processes = distributed.process_count()
+        batch_size = -(-batch_size // processes) * processes  # each process samples an equal share of a batch
+        rows = distributed.local_rows(batch_size)
         clip_denoised = self.default_clip_denoised if clip_denoised is None else bool(clip_denoised)
         guided = guidance_scale != 0.0
         key = (sampler.cache_key(), labels is not None, guided, clip_denoised)
@@ -418,21 +428,24 @@ class DiffusionModel(OwnLossModel):
         compiled_step = self._step_functions[key]
 
         ema = self._ema_variables if (use_ema and self._ema_variables) else self.denoiser.trainable_variables
-        trainable = [ops.convert_to_tensor(v.value) for v in ema]
-        non_trainable = [ops.convert_to_tensor(v.value) for v in self.denoiser.non_trainable_variables]
+        trainable = [distributed.local_value(ops.convert_to_tensor(v.value)) for v in ema]
+        non_trainable = [distributed.local_value(ops.convert_to_tensor(v.value)) for v in self.denoiser.non_trainable_variables]
         generator = keras.random.SeedGenerator(seed)
         guidance_tensor = ops.convert_to_tensor(np.float32(guidance_scale))
         shape = (batch_size,) + self.sample_shape
         progress = keras.utils.Progbar(steps * -(-num_images // batch_size)) if verbose else None
 
-        def draw_noise(count):
-            return self.noise.sample((count,) + shape, generator) if count else None
+        def draw(count=None):
+            """Noise for the whole batch, as one process would draw it; this process's rows of it."""
+            if count is None:
+                return distributed.local_value(self.noise.sample(shape, generator))[rows]
+            return distributed.local_value(self.noise.sample((count,) + shape, generator))[:, rows] if count else None
 
         outputs = []
         for start in range(0, num_images, batch_size):
             batch_labels = None
             if labels is not None:
-                batch_labels = np.resize(labels[start : start + batch_size], batch_size)
+                batch_labels = np.resize(labels[start : start + batch_size], batch_size)[rows]
                 batch_labels = ops.convert_to_tensor(batch_labels.astype("int32"))
 
             def step_function(x, state, row, noise, batch_labels=batch_labels):
@@ -444,8 +457,8 @@ class DiffusionModel(OwnLossModel):
                 if callback is not None:
                     callback(index, ops.convert_to_numpy(x)[: num_images - start])
 
-            x = sampler.run(step_function, self.noise.sample(shape, generator), self.schedule, steps, draw_noise, on_step)
-            outputs.append(ops.convert_to_numpy(x)[: num_images - start])
+            x = sampler.run(step_function, draw(), self.schedule, steps, draw, on_step)
+            outputs.append(distributed.gather_rows(ops.convert_to_numpy(x))[: num_images - start])
         return self.decode_samples(np.concatenate(outputs, axis=0).astype("float32"))
 
     def decode_samples(self, samples: np.ndarray) -> np.ndarray:

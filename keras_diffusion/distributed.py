@@ -321,6 +321,82 @@ def global_batches(images, labels=None, batch_size: int = 32, shuffle: bool = Tr
     return dataset.batch(int(batch_size), drop_remainder=processes > 1).prefetch(tf.data.AUTOTUNE)
 
 
+# ------------------------------------------------------------ sharing work outside the training step
+
+
+def local_rows(batch_size: int) -> slice:
+    """This process's rows of a batch split evenly between the processes (all of them in one process).
+
+    Example:
+    >>> local_rows(8)
+    slice(0, 8, None)
+    """
+    count = process_count()
+    share = batch_size // count
+    if share * count != batch_size:
+        raise ValueError(f"A batch of {batch_size} does not split evenly between {count} processes.")
+    index = process_index()
+    return slice(index * share, (index + 1) * share)
+
+
+def share(count: int) -> slice:
+    """This process's contiguous share of `count` items split as evenly as possible between the processes.
+
+    Example:
+    >>> share(10)
+    slice(0, 10, None)
+    """
+    size = -(-count // process_count())
+    start = min(count, process_index() * size)
+    return slice(start, min(count, start + size))
+
+
+def local_value(value):
+    """`value` as an array on this process's own device, if it is a JAX array spread over several processes.
+
+    Work that each process does on its own share (sampling, features) must
+    not touch arrays that belong to every process's devices: JAX would run
+    it as one program over all processes. Elsewhere `value` itself.
+    """
+    if getattr(value, "is_fully_addressable", True):
+        return value
+    return value.addressable_data(0)
+
+
+def gather_rows(local: np.ndarray) -> np.ndarray:
+    """Every process's `local` rows, concatenated in process order (a collective; `local` itself in one process).
+
+    The shapes must agree except along the first axis.
+
+    Example:
+    >>> gather_rows(np.arange(3)).tolist()
+    [0, 1, 2]
+    """
+    if process_count() == 1:
+        return local
+    local = np.asarray(local)
+    if keras.backend.backend() == "jax":
+        from jax.experimental import multihost_utils
+
+        sizes = np.asarray(multihost_utils.process_allgather(np.array([len(local)], np.int32))).reshape(-1)
+        padded = np.zeros((int(sizes.max()),) + local.shape[1:], local.dtype)
+        padded[: len(local)] = local
+        gathered = np.asarray(multihost_utils.process_allgather(padded))
+        return np.concatenate([rows[:size] for rows, size in zip(gathered, sizes)])
+    import tensorflow as tf
+
+    strategy = _STATE.get("distribution") or _multi_worker_strategy()
+    if strategy is None:
+        raise RuntimeError("Several TensorFlow processes but no strategy: call this inside the strategy's scope().")
+    per_process = strategy.num_replicas_in_sync // process_count()
+
+    def value(context):  # one copy per process: its first replica's
+        first = context.replica_id_in_sync_group % per_process == 0
+        return tf.constant(local if first else local[:0])
+
+    return strategy.gather(strategy.experimental_distribute_values_from_function(value), axis=0).numpy()
+
+
 # ------------------------------------------------ Keras 3 with TensorFlow's MultiWorkerMirroredStrategy
 #
 # Keras 3's TensorFlow trainer has two steps that fail under a multi-worker strategy (tensorflow

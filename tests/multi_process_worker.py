@@ -62,7 +62,18 @@ def main(out, process_id, num_processes, addresses=None):
         history = resumed.fit(**data, epochs=2, verbose=0, callbacks=[kd.callbacks.TrainingCheckpoint(checkpoint), grid])
         results["loss_2"] = history.history["loss"][-1]
         results["epochs_run"] = len(history.history["loss"])
-        results["generated"] = resumed.generate(4, steps=3, seed=0)
+        local_rows = []
+        results["generated"] = resumed.generate(4, steps=3, seed=0, callback=lambda _, x: local_rows.append(len(x)))
+        results["generate_local_rows"] = local_rows[-1]
+        seen = []  # images this process's feature extractor saw
+
+        def pixel_features(batch):
+            seen.append(len(batch))
+            return np.asarray(batch, "float32").reshape(len(batch), -1)
+
+        real = kd.metrics.FeatureStatistics.from_features(images.reshape(len(images), -1))
+        results["fid"] = kd.metrics.score_images(results["generated"], real, pixel_features)["fid"]
+        results["fid_images_seen"] = sum(seen)
         for index, variable in enumerate(resumed.denoiser.trainable_variables):
             results[f"weight_{index}"] = keras.ops.convert_to_numpy(variable)
         for index, variable in enumerate(resumed._ema_variables):

@@ -107,9 +107,19 @@ def test_training_moved_the_weights_far_more_than_the_tolerance(runs):
                                              if k.startswith("ema_")}, "weight_") > 100 * TOLERANCE  # fmt: skip
 
 
-def test_generate_gives_the_single_process_images_on_every_process(runs):
+def test_generate_splits_the_batch_and_gives_every_process_the_single_process_images(runs):
+    assert int(runs["one"]["generate_local_rows"]) == 4
     for two in runs["two"]:
+        assert int(two["generate_local_rows"]) == 2  # each process sampled half of the 4 images
+        assert two["generated"].shape == (4, 8, 8, 1)
         assert np.max(np.abs(two["generated"] - runs["one"]["generated"])) <= TOLERANCE
+
+
+def test_fid_features_are_split_between_the_processes_and_the_score_is_the_single_process_one(runs):
+    assert int(runs["one"]["fid_images_seen"]) == 4
+    for two in runs["two"]:
+        assert int(two["fid_images_seen"]) == 2
+        assert abs(float(two["fid"]) - float(runs["one"]["fid"])) <= TOLERANCE * max(1.0, float(runs["one"]["fid"]))
 
 
 def test_only_the_chief_writes_files(runs):

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from keras_diffusion import distributed
 from keras_diffusion.metrics.images import iterate_image_batches
 
 FeatureExtractor = Callable[[np.ndarray], np.ndarray]
@@ -87,6 +88,10 @@ def extract_features(
 ) -> np.ndarray:
     """All features of the images in `data`, as one `(N, D)` float32 array.
 
+    In a multi-process run (`keras_diffusion.distributed`) every process must
+    call it with the same array: each extracts the features of its share, and
+    all receive all of them.
+
     Args:
         data: images as accepted by `iterate_image_batches`.
         extractor: a feature extractor.
@@ -101,6 +106,17 @@ def extract_features(
     >>> extract_features(np.zeros((3, 2, 2, 1)), flatten).shape
     (3, 4)
     """
+    processes = distributed.process_count()
+    if processes > 1 and isinstance(data, np.ndarray):
+        count = len(data) if num_samples is None else min(num_samples, len(data))
+        if (processes - 1) * -(-count // processes) < count:  # every process has at least one image
+            # Every process extracts its share of the array, and all receive all the features.
+            data, num_samples = data[:count][distributed.share(count)], None
+            return distributed.gather_rows(_extract_all(data, extractor, batch_size, num_samples))
+    return _extract_all(data, extractor, batch_size, num_samples)
+
+
+def _extract_all(data, extractor, batch_size, num_samples):
     batches = list(iterate_features(data, extractor, batch_size, num_samples))
     if not batches:
         raise ValueError("No images were found in the data.")
