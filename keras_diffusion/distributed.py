@@ -470,8 +470,12 @@ def fit_arguments(model, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     arguments = dict(bound.arguments)
     arguments.pop("self", None)
     arguments.update(arguments.pop("kwargs", {}))
+    try:
+        configuration = model.get_config()
+    except NotImplementedError:  # a subclass without get_config: its weights' shapes stand for it
+        configuration = [type(model).__name__, [tuple(w.shape) for w in model.weights]]
     check_same_everywhere(
-        json.dumps([model.get_config(), arguments.get("batch_size"), arguments.get("epochs")], sort_keys=True, default=str),
+        json.dumps([configuration, arguments.get("batch_size"), arguments.get("epochs")], sort_keys=True, default=str),
         "the model's configuration, batch_size or epochs",
     )
     x = arguments.get("x")
@@ -508,9 +512,9 @@ def check_same_everywhere(text: str, what: str) -> None:
 
         digests = np.asarray(multihost_utils.process_allgather(digest))
     else:
-        strategy = _multi_worker_strategy()
+        strategy = _STATE.get("distribution") or _multi_worker_strategy()
         if strategy is None:
-            return  # no strategy in scope: the engine will not exchange anything either
+            return  # no strategy: the engine will not exchange anything either
         import tensorflow as tf
 
         values = strategy.experimental_distribute_values_from_function(lambda _: tf.constant(digest[None]))

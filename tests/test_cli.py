@@ -1,7 +1,7 @@
 """The `keras-diffusion` command line, in-process through `cli.main` (one tiny trained model shared).
 
 FID here uses the raw pixels as features instead of the Inception network
-(`cli._make_feature_extractor` is replaced), which keeps the tests fast; the
+(`cli.common.make_feature_extractor` is replaced), which keeps the tests fast; the
 Inception port itself is tested in test_inception.py.
 """
 
@@ -44,7 +44,7 @@ def trained_run(tmp_path_factory, mnist_subset):
     ]  # fmt: skip
     with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # FID from 32 samples warns
-        patch.setattr(cli, "_make_feature_extractor", lambda batch_size: strided_pixel_features)
+        patch.setattr(cli.common, "make_feature_extractor", lambda batch_size: strided_pixel_features)
         patch.setenv("KERAS_HOME", str(out / "keras_home"))
         assert cli.main([str(arg) for arg in argv]) == 0
     return out
@@ -57,7 +57,7 @@ def model_path(trained_run):
 
 @pytest.fixture
 def pixel_fid(monkeypatch, tmp_path):
-    monkeypatch.setattr(cli, "_make_feature_extractor", lambda batch_size: strided_pixel_features)
+    monkeypatch.setattr(cli.common, "make_feature_extractor", lambda batch_size: strided_pixel_features)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
 
 
