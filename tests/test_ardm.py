@@ -9,7 +9,7 @@ import pytest
 from conftest import randomise_output
 from keras import ops
 
-from keras_diffusion.models.ardm import ARDM, likelihood_weight, quantize, revealed_mask
+from keras_diffusion.ardm import ARDM, likelihood_weight, quantize, revealed_mask
 
 
 @keras.saving.register_keras_serializable(package="keras_diffusion_tests")

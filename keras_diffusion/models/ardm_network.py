@@ -2,7 +2,7 @@
 
 It reads the image with the not-yet-generated pixels masked out, plus the
 mask, and the step t (sinusoidal embedding), and returns per-pixel logits of
-every quantisation level; `keras_diffusion.models.ardm` trains and samples it.
+every quantisation level; `keras_diffusion.ardm` trains and samples it.
 """
 
 from collections.abc import Sequence

@@ -16,7 +16,7 @@ import numpy as np
 from keras import layers
 
 from keras_diffusion.io import read_safetensors, write_safetensors
-from keras_diffusion.models.autoencoder import AutoencoderKL
+from keras_diffusion.autoencoder import AutoencoderKL
 from keras_diffusion.models.autoencoder_layers import ConvResidualBlock, Downsample, SpatialSelfAttention, Upsample
 
 #: The fine-tuned SD v1 VAE (diffusers layout, float32, 335 MB), fetched by `from_pretrained()`.
