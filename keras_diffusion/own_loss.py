@@ -10,6 +10,7 @@ here does, so a loaded model resumes training with its optimizer's state.
 """
 
 import inspect
+import os
 
 import keras
 import numpy as np
@@ -84,16 +85,24 @@ class OwnLossModel(SavesSeedStates, keras.Model):
         args, kwargs = distributed.fit_arguments(self, args, kwargs)
         return super().fit(*args, **kwargs)
 
-    def save(self, filepath, *args, **kwargs):
+    def save(self, filepath, overwrite: bool = True, **kwargs):
         """`keras.Model.save`, written to a temporary file and renamed into place (readers never see
-        half a file); in a multi-process run only the chief writes (`keras_diffusion.io`)."""
-        with replaced_atomically(filepath, _suffix(filepath)) as temporary:
-            super().save(temporary, *args, **kwargs)
+        half a file); in a multi-process run only the chief writes (`keras_diffusion.io`).
+        `overwrite=False` raises FileExistsError where Keras would ask on the terminal."""
+        self._write_atomically(super().save, filepath, overwrite, kwargs)
 
-    def save_weights(self, filepath, *args, **kwargs):
+    def save_weights(self, filepath, overwrite: bool = True, **kwargs):
         """`keras.Model.save_weights`, atomically and by the chief only, as `save`."""
+        self._write_atomically(super().save_weights, filepath, overwrite, kwargs)
+
+    @staticmethod
+    def _write_atomically(write, filepath, overwrite, kwargs):
+        if not isinstance(filepath, (str, os.PathLike)) or kwargs.get("zipped") is False:
+            return write(filepath, overwrite=overwrite, **kwargs)  # a file object or a folder: Keras' own way
+        if not overwrite and os.path.exists(filepath):
+            raise FileExistsError(f"{os.fspath(filepath)!r} exists; pass overwrite=True to replace it.")
         with replaced_atomically(filepath, _suffix(filepath)) as temporary:
-            super().save_weights(temporary, *args, **kwargs)
+            write(temporary, overwrite=True, **kwargs)
 
     def get_metrics_result(self):
         # Keras 3 cannot average scalar logs over TensorFlow workers; see distributed.reducible_logs.
