@@ -284,8 +284,11 @@ def global_batches(images, labels=None, batch_size: int = 32, shuffle: bool = Tr
     (JAX through Keras' `distribute_dataset`, TensorFlow's strategy by data
     sharding), so all processes must iterate the same batches in the same
     order: the shuffle is seeded and identical everywhere (a new order every
-    epoch). In several processes the last partial batch is dropped: JAX needs
-    equal shards.
+    epoch). Its seed combines with TensorFlow's global seed
+    (`keras.utils.set_random_seed`), so build the dataset at the same point
+    of the script in every process, as one script run N times does. In
+    several processes the last partial batch is dropped: JAX needs equal
+    shards.
 
     Args:
         images: array (N, H, W, C).
@@ -434,25 +437,19 @@ def reducible_logs(logs: dict) -> dict:
     return {name: tf.reshape(value, (1,)) if len(value.shape) == 0 else value for name, value in logs.items()}
 
 
-def first_local_batch(epoch_iterator):
-    """This worker's part of the first batch (its shapes build the model) under a multi-worker strategy; else None."""
-    strategy = _multi_worker_strategy()
-    if strategy is None or epoch_iterator is None:
+def placeholder_batch(epoch_iterator):
+    """Zeros shaped like one batch (its shapes build the model) under a multi-worker strategy; else None.
+
+    Keras reads a real batch there, which starts an extra pass over the
+    dataset, and a shuffled dataset reshuffles on every pass: the placeholder
+    keeps the batches those of one process given the same dataset.
+    """
+    if _multi_worker_strategy() is None or epoch_iterator is None:
         return None
     import tensorflow as tf
 
-    for _, _, iterator in epoch_iterator:
-        batch = next(iterator)
-        break
-    else:
-        return None
-
-    def local(value):
-        if isinstance(value, tf.distribute.DistributedValues):
-            return strategy.experimental_local_results(value)[0]
-        return value
-
-    return tf.nest.map_structure(local, batch)
+    specification = epoch_iterator.data_adapter.get_tf_dataset().element_spec
+    return tf.nest.map_structure(lambda spec: tf.zeros([size or 1 for size in spec.shape], spec.dtype), specification)
 
 
 def fit_arguments(model, args: tuple, kwargs: dict) -> tuple[tuple, dict]:

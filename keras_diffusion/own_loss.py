@@ -109,11 +109,11 @@ class OwnLossModel(SavesSeedStates, keras.Model):
         return distributed.reducible_logs(super().get_metrics_result())
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Called by Keras' TensorFlow trainer only; see distributed.first_local_batch.
+        # Called by Keras' TensorFlow trainer only; see distributed.placeholder_batch.
         if data_batch is None:
-            local = distributed.first_local_batch(iterator)
-            if local is not None:
-                iterator, data_batch = None, local
+            placeholder = distributed.placeholder_batch(iterator)
+            if placeholder is not None:
+                iterator, data_batch = None, placeholder
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def compile_from_config(self, config):

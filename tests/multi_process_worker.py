@@ -32,10 +32,6 @@ import keras_diffusion as kd  # noqa: E402
 
 GLOBAL_BATCH = 8
 STEPS = 2
-# The single-process reference and fit's own conversion may iterate the shuffled dataset a different
-# number of times before training (each iteration reshuffles), so the comparison runs unshuffled;
-# tests/test_multi_process.py checks that the shuffle is the same wherever it is built.
-SHUFFLE = os.environ.get("KD_SHUFFLE", "1") == "1"
 
 
 def main(out, process_id, num_processes, addresses=None):
@@ -44,22 +40,28 @@ def main(out, process_id, num_processes, addresses=None):
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 1, (GLOBAL_BATCH * STEPS, 8, 8, 1)).astype("float32")
     labels = rng.integers(0, 3, GLOBAL_BATCH * STEPS).astype("int32")
-    if num_processes > 1:
-        data = dict(x=images, y=labels, batch_size=GLOBAL_BATCH, shuffle=SHUFFLE)
-    else:
-        data = dict(x=kd.distributed.global_batches(images, labels, batch_size=GLOBAL_BATCH, shuffle=SHUFFLE))
+
+    def data():
+        """fit's data: arrays in several processes (fit turns them into global batches), those batches in one.
+
+        Made after the model is built, as fit makes them: the shuffle's seed combines with TensorFlow's
+        global seed, which building the model sets."""
+        if num_processes > 1:
+            return dict(x=images, y=labels, batch_size=GLOBAL_BATCH, shuffle=True)
+        return dict(x=kd.distributed.global_batches(images, labels, batch_size=GLOBAL_BATCH, shuffle=True))
+
     own = os.path.join(out, f"process_{process_id}")
     checkpoint = os.path.join(out, "checkpoint")
     results = {}
     with kd.distributed.scope():
         model = build_diffusion_model()
-        history = model.fit(**data, epochs=1, verbose=0, callbacks=[kd.callbacks.TrainingCheckpoint(checkpoint)])
+        history = model.fit(**data(), epochs=1, verbose=0, callbacks=[kd.callbacks.TrainingCheckpoint(checkpoint)])
         results["loss_1"] = history.history["loss"][-1]
         model.save(os.path.join(own, "model.keras"))
 
         resumed = build_diffusion_model()
         grid = kd.callbacks.ImageGridCallback(own, columns=2, steps=3)  # compiles the sampling step `generate` reuses
-        history = resumed.fit(**data, epochs=2, verbose=0, callbacks=[kd.callbacks.TrainingCheckpoint(checkpoint), grid])
+        history = resumed.fit(**data(), epochs=2, verbose=0, callbacks=[kd.callbacks.TrainingCheckpoint(checkpoint), grid])
         results["loss_2"] = history.history["loss"][-1]
         results["epochs_run"] = len(history.history["loss"])
         local_rows = []

@@ -57,14 +57,13 @@ def runs(tmp_path_factory):
     """{"one": the single-process results, "two": [process 0's, process 1's]}, and the output folders."""
     one, two = tmp_path_factory.mktemp("one_process"), tmp_path_factory.mktemp("two_processes")
     addresses = ",".join(f"localhost:{port}" for port in free_ports(2))
-    environment = dict(os.environ, KD_SHUFFLE="0")
     run_processes(
         [
             [sys.executable, WORKER, str(one), "0", "1"],
             [sys.executable, WORKER, str(two), "0", "2", addresses],
             [sys.executable, WORKER, str(two), "1", "2", addresses],
         ],
-        environment,
+        dict(os.environ),
     )
     return {
         "one": dict(np.load(one / "result_0.npz")),
