@@ -78,8 +78,12 @@ def test_mnist_full_settings_are_the_thesis_ones():
     args = example.parse_args([])
     assert (args.epochs, args.batch_size, args.learning_rate, args.timesteps) == (20, 256, 1e-4, 400)
     assert args.guidance_weights == [0.0, 0.5, 2.0] and args.class_dropout == 0.1 and args.limit == 0
+    assert (args.schedule, args.lr_schedule, args.sampler, args.steps) == ("linear", "linear", "ddpm", 400)
     cpu = example.parse_args(["--preset", "cpu", "--epochs", "3"])
     assert (cpu.epochs, cpu.batch_size, cpu.timesteps, cpu.final_fid_samples) == (3, 64, 1000, 10000)
+    # The library's measured recipe (docs/benchmarks.md) and its default sampler.
+    assert (cpu.schedule, cpu.lr_schedule, cpu.learning_rate) == ("cosine", "warmup_cosine", 2e-3)
+    assert (cpu.sampler, cpu.steps) == (kd.samplers.RECOMMENDED, 10)
 
 
 def test_mnist_conditional_refuses_a_final_fid_larger_than_its_real_set(capsys):
