@@ -13,6 +13,7 @@ from keras_diffusion import noise as noise_distributions
 from keras_diffusion import predictions, samplers, schedules
 from keras_diffusion.backend import compile_function, draw_for_global_batch, mean_over_global_batch
 from keras_diffusion.guidance import classifier_free_guidance
+from keras_diffusion.nan_guard import NaNGuard
 from keras_diffusion.own_loss import OwnLossModel, accepts_argument, is_int
 
 
@@ -198,8 +199,6 @@ class DiffusionModel(OwnLossModel):
         """
         _check_training_data(self, x, y)
         if nan_guard:
-            from keras_diffusion.callbacks.nan_guard import NaNGuard  # imports only keras and numpy
-
             callbacks = list(kwargs.get("callbacks") or [])
             if not any(isinstance(c, (NaNGuard, keras.callbacks.TerminateOnNaN)) for c in callbacks):
                 kwargs["callbacks"] = callbacks + [NaNGuard()]

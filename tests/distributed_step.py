@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
 import keras_diffusion as kd  # noqa: E402
-from keras_diffusion.callbacks.nan_guard import NaNGuard  # noqa: E402
+from keras_diffusion.nan_guard import NaNGuard  # noqa: E402
 from keras_diffusion.ardm import ARDM  # noqa: E402
 from keras_diffusion.autoencoder import AutoencoderKL  # noqa: E402
 from keras_diffusion.denoising_autoencoder import DenoisingAutoencoder  # noqa: E402
