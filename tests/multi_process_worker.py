@@ -6,13 +6,15 @@
 Every process runs the same script (as users run theirs): `kd.distributed.initialize`
 connects them (skipped for one process), then, inside `kd.distributed.scope()`:
 
-1. a class-conditional DiffusionModel whose U-Net has dropout trains one epoch
-   on arrays (several processes: `fit` turns them into the shared global
+1. a class-conditional DiffusionModel whose U-Net has dropout trains on
+   shuffled arrays (several processes: `fit` turns them into the shared global
    batches; one process: the same `kd.distributed.global_batches`, given
-   explicitly), with a TrainingCheckpoint in OUT/checkpoint (shared), and
-   `save` writes OUT/process_<id>/model.keras;
-2. a fresh model resumes from that checkpoint and trains a second epoch, with
-   an ImageGridCallback writing to OUT/process_<id>/, and generates images;
+   explicitly), with a TrainingCheckpoint after every batch in OUT/checkpoint
+   (shared), until an exception stops it in the middle of its second epoch, as
+   a kill would; `save` writes OUT/process_<id>/model.keras;
+2. a fresh model resumes from that checkpoint in the middle of the epoch and
+   finishes it, with an ImageGridCallback writing to OUT/process_<id>/, and
+   generates images, whose FID a pixel feature extractor scores;
 3. a DenoisingAutoencoder trains one SGD step from fixed weights.
 
 Each process writes OUT/result_<id>.npz (with NumPy, not the library, whose
@@ -55,13 +57,19 @@ def main(out, process_id, num_processes, addresses=None):
     results = {}
     with kd.distributed.scope():
         model = build_diffusion_model()
-        history = model.fit(**data(), epochs=1, verbose=0, callbacks=[kd.callbacks.TrainingCheckpoint(checkpoint)])
-        results["loss_1"] = history.history["loss"][-1]
+        interrupt = InterruptAfter(STEPS + 1)  # in the middle of the second epoch, after its checkpoint
+        try:
+            model.fit(**data(), epochs=2, verbose=0, callbacks=[kd.callbacks.TrainingCheckpoint(checkpoint, 1), interrupt])
+        except Interrupted:
+            pass
+        results["loss_1"] = interrupt.loss
         model.save(os.path.join(own, "model.keras"))
 
+        # A fresh model resumes mid-epoch: it loads the checkpoint and skips the batch it had trained.
         resumed = build_diffusion_model()
         grid = kd.callbacks.ImageGridCallback(own, columns=2, steps=3)  # compiles the sampling step `generate` reuses
-        history = resumed.fit(**data(), epochs=2, verbose=0, callbacks=[kd.callbacks.TrainingCheckpoint(checkpoint), grid])
+        callbacks = [kd.callbacks.TrainingCheckpoint(checkpoint, 1), grid]
+        history = resumed.fit(**data(), epochs=2, verbose=0, callbacks=callbacks)
         results["loss_2"] = history.history["loss"][-1]
         results["epochs_run"] = len(history.history["loss"])
         local_rows = []
@@ -95,6 +103,24 @@ def main(out, process_id, num_processes, addresses=None):
     results["process_count"] = kd.distributed.process_count()
     np.savez(os.path.join(out, f"result_{process_id}.npz"), **results)
     return 0
+
+
+class Interrupted(Exception):
+    """What `InterruptAfter` raises: the run stops as if the processes had been killed there."""
+
+
+class InterruptAfter(keras.callbacks.Callback):
+    """Raises `Interrupted` after `updates` training batches, keeping the loss of the last."""
+
+    def __init__(self, updates):
+        super().__init__()
+        self.updates, self.seen, self.loss = updates, 0, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.updates:
+            self.loss = float(logs["loss"])
+            raise Interrupted(f"after {self.updates} updates")
 
 
 def mismatched(process_id, addresses):

@@ -9,6 +9,7 @@ test of the module.
 """
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -92,9 +93,9 @@ def test_the_losses_equal_the_single_process_losses(runs, process):
 
 
 @pytest.mark.parametrize("process", [0, 1])
-def test_the_weights_and_ema_equal_the_single_process_ones_after_a_resumed_epoch(runs, process):
+def test_the_weights_and_ema_equal_the_single_process_ones_after_resuming_mid_epoch(runs, process):
     two = runs["two"][process]
-    assert int(two["epochs_run"]) == 1  # the second fit resumed from the checkpoint after epoch 1
+    assert int(two["epochs_run"]) == 1  # the second fit resumed in epoch 2, from the checkpoint of its first batch
     assert largest_difference(runs["one"], two, "weight_") <= TOLERANCE
     assert largest_difference(runs["one"], two, "ema_") <= TOLERANCE
     assert largest_difference(runs["one"], two, "dae_weight_") <= TOLERANCE
@@ -127,6 +128,7 @@ def test_only_the_chief_writes_files(runs):
     assert not (two / "process_1").exists()
     checkpoint = sorted(p.name for p in (two / "checkpoint").iterdir())
     assert checkpoint == ["checkpoint.json", "step-000000004.weights.h5"]  # nothing half-written beside it
+    assert json.loads((two / "checkpoint" / "checkpoint.json").read_text())["global_step"] == 4
 
 
 def test_global_batches_are_the_same_sequence_wherever_they_are_built():
