@@ -23,8 +23,9 @@ to 0 on a cosine; docs/benchmarks.md) on the main job's 1.06 M-parameter
 U-Net (32-64-64, attention only at 7×7 in the middle), 8 epochs of batch 64
 (7,504 updates), FID (N = 1024) every 15 training minutes, grids, FID and
 the sweep with the library's default sampler (`dpmpp_2m_sde`, 10 steps).
-Under 2 hours on 2 AVX-512 cores, the evaluation below included; results in
-docs/benchmarks.md.
+FID 4.09 at N = 10,000 (docs/benchmarks.md). About 1 h 40 min on 2 idle
+AVX-512 cores, the evaluation below included (projected from the idle speed;
+measured: 2 h 30 min on a CPU shared with test runs).
 
 quick: the same pipeline at a tiny size (512 digits, 2 epochs, a 16-32-32
 U-Net, 10 DDIM steps, FID from 64 vs 256 images: far too few for a
