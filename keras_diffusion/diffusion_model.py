@@ -436,9 +436,13 @@ class DiffusionModel(OwnLossModel):
 
         def draw(count=None):
             """Noise for the whole batch, as one process would draw it; this process's rows of it."""
-            if count is None:
-                return distributed.local_value(self.noise.sample(shape, generator))[rows]
-            return distributed.local_value(self.noise.sample((count,) + shape, generator))[:, rows] if count else None
+            if count == 0:
+                return None
+            noise = self.noise.sample(shape if count is None else (count,) + shape, generator)
+            if processes == 1:
+                return noise  # no slice (a copy on JAX) in the sampling loop of a single process
+            noise = distributed.local_value(noise)
+            return noise[rows] if count is None else noise[:, rows]
 
         outputs = []
         for start in range(0, num_images, batch_size):

@@ -27,7 +27,7 @@ import time
 import keras
 import numpy as np
 
-# What `initialize` started, for `process_index`/`process_count` on TensorFlow and for `scope`.
+# What `initialize` started: the distribution behind `scope` and TensorFlow's gathers.
 _STATE: dict = {}
 
 
@@ -140,7 +140,7 @@ def _initialize_tensorflow(addresses, process_id, timeout):
         )
     elif not os.environ.get("TF_CONFIG"):
         raise ValueError("Give the processes' addresses, or set TF_CONFIG, for multi-process TensorFlow.")
-    own, addresses = _tensorflow_task()[2:]
+    own, addresses = _tensorflow_task()[1:]
     others = [address for index, address in enumerate(addresses) if index != own]
     _wait_for(others, timeout, own, listen_on=addresses[own])
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=None)
@@ -210,14 +210,14 @@ def _accepts(address) -> bool:
 
 
 def _tensorflow_task():
-    """(is chief, number of processes, this process's index, addresses) from TF_CONFIG."""
+    """(number of processes, this process's index, addresses) from TF_CONFIG."""
     config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     cluster, task = config.get("cluster", {}), config.get("task", {})
     addresses = list(cluster.get("chief", [])) + list(cluster.get("worker", []))
     if not addresses:
-        return True, 1, 0, []
+        return 1, 0, []
     index = int(task.get("index", 0)) + (len(cluster.get("chief", [])) if task.get("type") == "worker" else 0)
-    return index == 0, len(addresses), index, addresses
+    return len(addresses), index, addresses
 
 
 def process_index() -> int:
@@ -232,7 +232,7 @@ def process_index() -> int:
 
         return jax.process_index()
     if keras.backend.backend() == "tensorflow":
-        return _tensorflow_task()[2]
+        return _tensorflow_task()[1]
     return 0
 
 
@@ -248,7 +248,7 @@ def process_count() -> int:
 
         return jax.process_count()
     if keras.backend.backend() == "tensorflow":
-        return _tensorflow_task()[1]
+        return _tensorflow_task()[0]
     return 1
 
 
