@@ -41,6 +41,7 @@ BASE = dict(
     model=dict(prediction="epsilon"), learning_rate=1e-3, batch_size=64, network="small", beta_2=0.999,
     lr_schedule="constant", ema_decay=None,
 )  # fmt: skip
+ADOPTED = dict(model=dict(prediction="v", schedule="cosine"), lr_schedule="cosine", learning_rate=2e-3)
 RECIPES = {
     "epsilon": {},
     "v": dict(model=dict(prediction="v")),
@@ -55,8 +56,13 @@ RECIPES = {
     "v_lr_2e-3": dict(model=dict(prediction="v"), learning_rate=2e-3),
     "v_batch_32": dict(model=dict(prediction="v"), batch_size=32),
     "v_cosine_noise": dict(model=dict(prediction="v", schedule="cosine")),  # Nichol & Dhariwal's ᾱ(t)
-    "v_cosine_noise_cosine_lr_2e-3": dict(model=dict(prediction="v", schedule="cosine"), lr_schedule="cosine",
-                                          learning_rate=2e-3),  # fmt: skip
+    "v_cosine_noise_cosine_lr_2e-3": ADOPTED,  # the library's defaults since 2026-12-01
+    # EDM (Karras et al. 2022) on top of the adopted recipe: its preconditioning (σ_data = 0.5) and its
+    # log-normal training levels, together and each alone; and Adam's β₂.
+    "edm": {**ADOPTED, "model": dict(prediction="edm", schedule="cosine", timestep_sampling="log_normal")},
+    "edm_uniform_t": {**ADOPTED, "model": dict(prediction="edm", schedule="cosine")},
+    "v_log_normal_t": {**ADOPTED, "model": dict(prediction="v", schedule="cosine", timestep_sampling="log_normal")},
+    "adopted_beta2_0.99": {**ADOPTED, "beta_2": 0.99},
     "v_cosine_noise_cosine_lr_2e-3_batch_32": dict(model=dict(prediction="v", schedule="cosine"), lr_schedule="cosine",
                                                    learning_rate=2e-3, batch_size=32),  # fmt: skip
     "v_cosine_noise_cosine_lr_4e-3": dict(model=dict(prediction="v", schedule="cosine"), lr_schedule="cosine",

@@ -150,7 +150,6 @@ class DiffusersTrainer:
 
     def training_flops_per_image(self, images) -> int:
         """FLOPs of one forward + backward pass, per image, as FlopCounterMode counts them."""
-        torch = self.torch
         from torch.nn.attention import SDPBackend, sdpa_kernel
         from torch.utils.flop_counter import FlopCounterMode
 

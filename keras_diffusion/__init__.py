@@ -18,6 +18,7 @@ from keras_diffusion import (  # noqa: E402
     predictions,
     samplers,
     schedules,
+    timestep_sampling,
 )
 from keras_diffusion.diffusion_model import DiffusionModel  # noqa: E402
 from keras_diffusion.latent_diffusion_model import LatentDiffusionModel  # noqa: E402

@@ -11,6 +11,7 @@ from keras_diffusion import distributed
 from keras_diffusion import ema as power_ema
 from keras_diffusion import noise as noise_distributions
 from keras_diffusion import predictions, samplers, schedules
+from keras_diffusion import timestep_sampling as timestep_distributions
 from keras_diffusion.backend import compile_function, draw_for_global_batch, mean_over_global_batch
 from keras_diffusion.guidance import classifier_free_guidance
 from keras_diffusion.nan_guard import NaNGuard
@@ -23,8 +24,9 @@ class DiffusionModel(OwnLossModel):
 
     Training (`fit`) minimises the simplified loss of DDPM eq. 14 (the
     thesis' eq. 16), `‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖²` with t uniform on
-    0..T-1, or the same regression on v (the default, Salimans & Ho 2022)
-    or x_0 (`prediction`). The timestep,
+    0..T-1, or the same regression on v (the default, Salimans & Ho 2022),
+    x_0 or EDM's preconditioned output (`prediction`), with t drawn
+    uniformly or as EDM does (`timestep_sampling`). The timestep,
     the noise and the class dropout are drawn from a `SeedGenerator` owned by
     the model, so the step compiles once and draws fresh numbers every step on
     every backend.
@@ -59,9 +61,11 @@ class DiffusionModel(OwnLossModel):
             (DDPM's and the thesis') or a `keras_diffusion.schedules.NoiseSchedule`.
         timesteps: T; default 1000, or the schedule's own T.
         prediction: the network's target, `"v"` (default), `"epsilon"` (DDPM's
-            ε-loss, the thesis') or `"x0"`. v = √ᾱ ε − √(1−ᾱ) x_0 trained a
-            conditional MNIST model to a lower FID and a far higher class
-            accuracy per update than ε (docs/benchmarks.md).
+            ε-loss, the thesis'), `"x0"` or `"edm"` (EDM's preconditioning
+            with `sigma_data`: the network sees x_t scaled to unit variance
+            and predicts F, `keras_diffusion.predictions`). v = √ᾱ ε − √(1−ᾱ) x_0
+            trained a conditional MNIST model to a lower FID and a far higher
+            class accuracy per update than ε (docs/benchmarks.md).
         ema_decay: EMA decay in [0, 1), or None to sample with the raw weights.
         ema_std: σ_rel of a power-function EMA (EDM2), e.g. 0.1, replacing
             the `ema_decay` one; or several, e.g. `(0.05, 0.10)`, to keep one
@@ -82,6 +86,12 @@ class DiffusionModel(OwnLossModel):
         min_snr_gamma: weight each image's loss by the min-SNR-γ rule
             (`predictions.min_snr_weight`, Hang et al. 2023); None for the
             unweighted simplified loss.
+        timestep_sampling: the distribution of t in training: `"uniform"`
+            (DDPM's, the default), `"log_normal"` (EDM's ln σ ~ N(−1.2, 1.2²))
+            or a `keras_diffusion.timestep_sampling` instance such as
+            `LogNormalTimesteps(mean=-1.0, std=1.4)`.
+        sigma_data: σ_data of `prediction="edm"` (EDM: 0.5 for images in
+            [-1, 1]); unused by the other targets.
         **kwargs: `keras.Model` arguments such as `name`.
 
     Example:
@@ -106,6 +116,8 @@ class DiffusionModel(OwnLossModel):
         noise: "str | noise_distributions.GaussianNoise" = "gaussian",
         min_snr_gamma: float | None = None,
         ema_std: float | Sequence[float] | None = None,
+        timestep_sampling: "str | timestep_distributions.UniformTimesteps" = "uniform",
+        sigma_data: float = predictions.DEFAULT_SIGMA_DATA,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -125,12 +137,16 @@ class DiffusionModel(OwnLossModel):
             ema_exponents = tuple(float(power_ema.std_to_exponent(v)) for v in ema_stds)  # checks the range
         if min_snr_gamma is not None and not (np.isfinite(min_snr_gamma) and min_snr_gamma > 0):
             raise ValueError(f"`min_snr_gamma` must be a positive number or None; received {min_snr_gamma!r}.")
+        if not (isinstance(sigma_data, (int, float)) and np.isfinite(sigma_data) and sigma_data > 0):
+            raise ValueError(f"`sigma_data` must be a positive number; received {sigma_data!r}.")
         self.denoiser = denoiser
         self.noise = noise_distributions.get(noise)
         self.min_snr_gamma = None if min_snr_gamma is None else float(min_snr_gamma)
         self.schedule = schedules.get(schedule, timesteps)
         self.timesteps = self.schedule.timesteps
         self.prediction = predictions.check_prediction(prediction)
+        self.timestep_sampling = timestep_distributions.get(timestep_sampling)
+        self.sigma_data = float(sigma_data)
         self.ema_decay = ema_decay
         self.ema_std = None if ema_stds is None else (ema_stds[0] if len(ema_stds) == 1 else ema_stds)
         self._ema_exponents = () if ema_stds is None else ema_exponents
@@ -228,12 +244,13 @@ class DiffusionModel(OwnLossModel):
         batch_size = ops.shape(x0)[0]
         labels = self._training_labels(y)
         # Drawn for the global batch, so data-parallel replicas see what one device would.
-        t = draw_for_global_batch(lambda n: keras.random.randint((n,), 0, self.timesteps, seed=self.seed_generator), batch_size)
+        t = draw_for_global_batch(lambda n: self.timestep_sampling.sample(n, self.schedule, self.seed_generator), batch_size)
         noise = draw_for_global_batch(
             lambda n: self.noise.sample((n,) + tuple(ops.shape(x0)[1:]), self.seed_generator, dtype=x0.dtype), batch_size
         )
         signal, sigma = self.schedule.signal_and_noise_scales(t, len(x0.shape), x0.dtype)
-        inputs = [signal * x0 + sigma * noise, ops.cast(t, "float32")]
+        x_t = signal * x0 + sigma * noise
+        inputs = [predictions.network_input(self.prediction, x_t, signal, sigma, self.sigma_data), ops.cast(t, "float32")]
         if labels is not None:
             if training and self.class_dropout > 0:
                 uniform = draw_for_global_batch(lambda n: keras.random.uniform((n,), seed=self.seed_generator), batch_size)
@@ -242,13 +259,14 @@ class DiffusionModel(OwnLossModel):
         if training:
             self._update_ema()
         output = self.denoiser(inputs, training=training)
-        target = predictions.training_target(self.prediction, x0, noise, signal, sigma)
+        target = predictions.training_target(self.prediction, x0, noise, signal, sigma, self.sigma_data)
         per_image = ops.mean(
             ops.square(ops.cast(target, "float32") - ops.cast(output, "float32")), axis=tuple(range(1, len(x0.shape)))
         )
         if self.min_snr_gamma is not None:
             alpha_bar = ops.take(ops.convert_to_tensor(self.schedule.alpha_bar, "float32"), t)
-            per_image = per_image * predictions.min_snr_weight(self.prediction, alpha_bar / (1.0 - alpha_bar), self.min_snr_gamma)
+            snr = alpha_bar / (1.0 - alpha_bar)
+            per_image = per_image * predictions.min_snr_weight(self.prediction, snr, self.min_snr_gamma, self.sigma_data)
         if sample_weight is not None:
             per_image = per_image * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
         return mean_over_global_batch(per_image)
@@ -497,7 +515,7 @@ class DiffusionModel(OwnLossModel):
 
     def _make_step_function(self, sampler: samplers.Sampler, guided: bool, clip_denoised: bool):
         """A pure function of one sampler step, compiled once per (sampler, labels?, guided?, clip?)."""
-        denoiser, prediction, null_class = self.denoiser, self.prediction, self.null_class
+        denoiser, prediction, null_class, sigma_data = self.denoiser, self.prediction, self.null_class, self.sigma_data
         # stateless_call hands keyword arguments straight to call(); not every denoiser takes `training`.
         call_kwargs = {"training": False} if accepts_argument(denoiser.call, "training") else {}
 
@@ -506,20 +524,21 @@ class DiffusionModel(OwnLossModel):
                 """(x̂_0, ε̂) at level (t, ᾱ): the network, guidance and the target conversion."""
                 batch_size = ops.shape(x)[0]
                 t_batch = ops.full((batch_size,), t)
+                signal, sigma = ops.sqrt(alpha_bar), ops.sqrt(1.0 - alpha_bar)
+                x_in = predictions.network_input(prediction, x, signal, sigma, sigma_data)
                 if labels is None:
-                    inputs = [x, t_batch]
+                    inputs = [x_in, t_batch]
                 elif guided:
                     # One network call on [x; x] with [labels; null] gives ε(x, c) and ε(x, ∅).
                     null = ops.full((batch_size,), null_class, dtype="int32")
-                    inputs = [ops.concatenate([x, x]), ops.concatenate([t_batch, t_batch]), ops.concatenate([labels, null])]
+                    inputs = [ops.concatenate([x_in, x_in]), ops.concatenate([t_batch, t_batch]), ops.concatenate([labels, null])]
                 else:
-                    inputs = [x, t_batch, labels]
+                    inputs = [x_in, t_batch, labels]
                 output, _ = denoiser.stateless_call(trainable, non_trainable, inputs, **call_kwargs)
                 if guided and labels is not None:
                     conditional, unconditional = output[:batch_size], output[batch_size:]
                     output = classifier_free_guidance(conditional, unconditional, guidance_scale)
-                signal, sigma = ops.sqrt(alpha_bar), ops.sqrt(1.0 - alpha_bar)
-                x0, eps = predictions.to_x0_and_epsilon(prediction, ops.cast(output, x.dtype), x, signal, sigma)
+                x0, eps = predictions.to_x0_and_epsilon(prediction, ops.cast(output, x.dtype), x, signal, sigma, sigma_data)
                 if clip_denoised:
                     x0 = ops.clip(x0, -1.0, 1.0)
                     eps = (x - signal * x0) / sigma
@@ -596,6 +615,8 @@ class DiffusionModel(OwnLossModel):
             "noise": keras.saving.serialize_keras_object(self.noise),
             "min_snr_gamma": self.min_snr_gamma,
             "ema_std": list(self.ema_stds) if len(self.ema_stds) > 1 else self.ema_std,
+            "timestep_sampling": keras.saving.serialize_keras_object(self.timestep_sampling),
+            "sigma_data": self.sigma_data,
         }
 
     @classmethod
@@ -605,6 +626,8 @@ class DiffusionModel(OwnLossModel):
         config["schedule"] = schedules.get(config["schedule"])
         if "noise" in config:
             config["noise"] = noise_distributions.get(config["noise"])
+        if "timestep_sampling" in config:
+            config["timestep_sampling"] = timestep_distributions.get(config["timestep_sampling"])
         return cls(**config)
 
 

@@ -40,7 +40,7 @@ def trained_run(tmp_path_factory, mnist_subset):
     argv = [
         "train", "mnist", "--out", out, "--limit", 64, "--epochs", 1, "--batch-size", 32, "--widths", "8,16",
         "--timesteps", 100, "--steps", 2, "--fid-every", 1, "--fid-samples", 32, "--fid-real", 16, "--quiet",
-        "--prediction", "x0",
+        "--prediction", "x0", "--timestep-sampling", "log_normal",
     ]  # fmt: skip
     with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # FID from 32 samples warns
@@ -129,6 +129,7 @@ def test_train_writes_grids_curves_checkpoints_history_and_a_loadable_model(trai
     model = keras.models.load_model(trained_run / "model.keras")
     assert isinstance(model, kd.DiffusionModel) and model.num_classes == 10 and model.timesteps == 100
     assert model.prediction == "x0"  # --prediction reaches the model
+    assert isinstance(model.timestep_sampling, kd.timestep_sampling.LogNormalTimesteps)  # so does --timestep-sampling
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,9 @@ MEAN, STD = 0.1, 0.6
 class GaussianOptimalDenoiser(keras.layers.Layer):
     """The exact prediction for Gaussian data; ᾱ(t) from log σ interpolated like `NoiseSchedule.sigma_from_timestep`."""
 
-    def __init__(self, schedule, target="epsilon", mean=MEAN, std=STD, **kwargs):
+    def __init__(self, schedule, target="epsilon", mean=MEAN, std=STD, sigma_data=0.5, **kwargs):
         super().__init__(**kwargs)
+        self.sigma_data = sigma_data
         self.log_sigma = np.log(schedule.sigmas).astype("float32")
         self.target, self.mean, self.std = target, mean, std
 
@@ -32,8 +33,12 @@ class GaussianOptimalDenoiser(keras.layers.Layer):
         log_sigma = ops.take(self.log_sigma, low_index) * (1 - fraction) + ops.take(self.log_sigma, high_index) * fraction
         alpha_bar = ops.reshape(1 / (1 + ops.exp(2 * log_sigma)), (-1, 1, 1, 1))
         signal, sigma = ops.sqrt(alpha_bar), ops.sqrt(1 - alpha_bar)
+        scale = ops.sqrt(sigma**2 + self.sigma_data**2 * alpha_bar)  # EDM's c_in: its input is x_t / scale
+        x = x * scale if self.target == "edm" else x
         x0 = self.mean + signal * self.std**2 / (alpha_bar * self.std**2 + 1 - alpha_bar) * (x - signal * self.mean)
         eps = (x - signal * x0) / sigma
+        if self.target == "edm":
+            return (sigma * x0 - self.sigma_data**2 * signal * eps) / (self.sigma_data * scale)
         return {"epsilon": eps, "x0": x0, "v": signal * eps - sigma * x0}[self.target]
 
 
@@ -142,8 +147,8 @@ def test_deterministic_samplers_converge_to_the_ode_solution_at_their_order(
         assert coarse / fine > 3.0
 
 
-@pytest.mark.parametrize("target", ["x0", "v"])
-def test_x0_and_v_predictions_sample_what_the_epsilon_model_samples(analytic_model, target):
+@pytest.mark.parametrize("target", ["x0", "v", "edm"])
+def test_x0_v_and_edm_predictions_sample_what_the_epsilon_model_samples(analytic_model, target):
     for sampler in ("ddpm", "dpmpp_2m"):
         expected = raw_samples(analytic_model, num_images=16, sampler=sampler, steps=20)
         np.testing.assert_allclose(raw_samples(build(target), num_images=16, sampler=sampler, steps=20), expected, atol=2e-4)

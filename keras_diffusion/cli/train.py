@@ -68,8 +68,13 @@ def add_parser(commands) -> None:
     parser.add_argument("--timesteps", type=positive_int, default=1000, help="T of the noise schedule")
     parser.add_argument("--schedule", choices=["cosine", "linear"], default="cosine", help="noise schedule")
     parser.add_argument(
-        "--prediction", choices=["epsilon", "x0", "v"], default=None,
-        help="the network's target (default: DiffusionModel's, the fastest to train in docs/benchmarks.md)",
+        "--prediction", choices=list(kd.predictions.PREDICTIONS), default=None,
+        help="the network's target (default: DiffusionModel's, the fastest to train in docs/benchmarks.md); "
+        "edm: EDM's preconditioning",
+    )  # fmt: skip
+    parser.add_argument(
+        "--timestep-sampling", choices=["uniform", "log_normal"], default="uniform",
+        help="the distribution of t in training: uniform (DDPM) or log_normal (EDM's ln σ ~ N(-1.2, 1.2²))",
     )  # fmt: skip
     parser.add_argument(
         "--ema-decay", type=non_negative_float, default=0.999, help="EMA decay of the sampling weights (0: no EMA)"
@@ -147,7 +152,7 @@ def run_train(args) -> int:
         unet = kd.models.UNet.preset(args.preset, image_shape=images.shape[1:], num_classes=num_classes, **widths)
         model = kd.DiffusionModel(
             unet, schedule=args.schedule, timesteps=args.timesteps, ema_decay=args.ema_decay or None,
-            class_dropout=args.class_dropout, seed=args.seed,
+            class_dropout=args.class_dropout, seed=args.seed, timestep_sampling=args.timestep_sampling,
             **({} if args.prediction is None else {"prediction": args.prediction}),
         )  # fmt: skip
         learning_rate = args.learning_rate or (2e-3 if args.preset == "tiny" else 2e-4)
