@@ -7,7 +7,7 @@ Usage:
 Each sampler is driven by the exact denoiser of N(0.2, s²) data (the model's [-1, 1] space,
 linear β, T = 1000) through `kd.metrics.gaussian_sampler_error`; the printed value is the
 relative error of the sample std (mean error in brackets when it exceeds 0.5 %). A sampler is
-given as `name` (its default spacing) or `name:spacing`. Step counts are chosen so that the
+given as `name` (its default spacing), `name:spacing` or `name:setting=value` (`dpmpp_2m_sde:eta=0.25`). Step counts are chosen so that the
 network evaluations (NFE) match the column: Heun uses (NFE + 1) / 2 levels, rounded up, and says
 its true NFE when it differs. Deterministic samplers are exact; stochastic ones (ddpm, sde, pc)
 use 200,000 values (±0.2 % noise). This is arithmetic on a few numbers, seconds on any machine.
@@ -22,9 +22,15 @@ DEFAULT_SAMPLERS = "dpmpp_3m,dpmpp_2m,dpmpp_2m:karras,dpmpp_2m_sde,heun,euler,dd
 
 
 def parse_sampler(text: str) -> tuple[str, kd.samplers.Sampler]:
-    name, _, spacing = text.partition(":")
-    sampler = kd.samplers.get(name, **({"spacing": spacing} if spacing else {}))
-    return f"{name} ({sampler.spacing})", sampler
+    """`name`, `name:spacing` or `name:setting=value[:...]` (e.g. `dpmpp_2m_sde:eta=0.25`): a label and the sampler."""
+    name, *parts = text.split(":")
+    settings = {}
+    for part in parts:
+        key, equals, value = part.partition("=")
+        settings.update({key: float(value)} if equals else {"spacing": part})
+    sampler = kd.samplers.get(name, **settings)
+    extra = "".join(f", {k} {v:g}" for k, v in settings.items() if k != "spacing")
+    return f"{name} ({sampler.spacing}{extra})", sampler
 
 
 def steps_for(sampler: kd.samplers.Sampler, nfe: int) -> int:

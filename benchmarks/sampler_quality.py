@@ -22,6 +22,7 @@ import keras
 
 import keras_diffusion as kd
 from keras_diffusion.callbacks.fid_callback import _dataset_for_shape
+from sampler_accuracy import parse_sampler  # benchmarks/: `name`, `name:spacing` or `name:setting=value`
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -30,7 +31,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="path of a saved DiffusionModel (.keras)")
     parser.add_argument("--num-samples", type=int, default=2048, help="generated and real images per FID (N)")
-    parser.add_argument("--samplers", default="ddim,dpmpp_2m,heun,euler,ddpm")
+    parser.add_argument("--samplers", default="ddim,dpmpp_2m,heun,euler,ddpm",
+                        help="comma-separated name, name:spacing or name:setting=value (dpmpp_2m_sde:eta=0.25)")  # fmt: skip
     parser.add_argument("--steps", default="5,10,20,50", help="comma-separated step counts")
     parser.add_argument("--guidance-scale", type=float, default=0.0)
     parser.add_argument("--batch-size", type=int, default=256)
@@ -52,7 +54,7 @@ def main() -> None:
               f"N {point.num_samples}  generate {point.generate_seconds:.0f} s", flush=True)  # fmt: skip
 
     points = kd.metrics.fid_versus_nfe(
-        model, real_statistics, args.samplers.split(","), [int(s) for s in args.steps.split(",")],
+        model, real_statistics, [parse_sampler(text)[1] for text in args.samplers.split(",")], [int(s) for s in args.steps.split(",")],
         num_samples=args.num_samples, guidance_scale=args.guidance_scale, batch_size=args.batch_size, fid=fid,
         use_ema=not args.no_ema,
         on_point=report,

@@ -51,6 +51,16 @@ def test_the_stochastic_dpm_solver_is_accurate_at_20_evaluations_where_ddpm_is_n
     assert abs(kd.metrics.gaussian_sampler_error("dpmpp_2m_sde", 40, std).std_error) < abs(error.std_error) / 3
 
 
+@pytest.mark.parametrize("std", STDS)
+def test_less_noise_moves_the_stochastic_solver_towards_the_ode_solvers_accuracy(std):
+    """η = 0.25 keeps a quarter of the reverse SDE's noise: within 2 % at 20 evaluations (measured +0.9/+1.7/+1.7 %)."""
+    quarter = kd.metrics.gaussian_sampler_error(kd.samplers.get("dpmpp_2m_sde", eta=0.25), 20, std)
+    assert abs(quarter.std_error) < 0.02 and abs(quarter.mean_error) < 0.01
+    full = kd.metrics.gaussian_sampler_error("dpmpp_2m_sde", 20, std)
+    ode = kd.metrics.gaussian_sampler_error("dpmpp_2m", 20, std)
+    assert abs(ode.std_error) - 0.003 < abs(quarter.std_error) < abs(full.std_error)  # ±0.2 % sampling noise
+
+
 # The sampler and the step count at which it is usually run; DDPM runs its whole chain (below).
 DEFAULT_BUDGETS = [("ddim", 50), ("euler", 50), ("heun", 25), ("dpmpp_2m", 20), ("dpmpp_3m", 20), ("dpmpp_2m_sde", 20)]
 

@@ -157,6 +157,31 @@ def test_first_order_sde_dpm_solver_is_the_ddpm_posterior_step(t, gap, seed):
     np.testing.assert_allclose(to_numpy(samplers.dpmpp_2m_sde_step(x_t, x0, x0 * 0, ab_t, one, one, zero, z)), x0, atol=1e-6)
 
 
+@settings(max_examples=30, deadline=None)
+@given(t=st.integers(1, 999), gap=st.integers(1, 300), ratio=st.floats(0.3, 3.0), seed=st.integers(0, 2**16))
+def test_sde_dpm_solver_with_vanishing_eta_is_the_ode_solver(t, gap, ratio, seed):
+    """η → 0 removes the noise and turns the SDE step into DPM-Solver++(2M), the second-order term included."""
+    rng = np.random.default_rng(seed)
+    x_t, x0, x0_previous, z = rng.standard_normal((4, 5))
+    ab_t, ab_next = SCHEDULE.alpha_bar[t], SCHEDULE.alpha_bar[max(t - gap, 0)]
+    ratio, one = np.float64(ratio), np.float64(1.0)
+    ode = to_numpy(samplers.dpmpp_2m_step(x_t, x0, x0_previous, ab_t, ab_next, ratio, one))
+    sde = to_numpy(samplers.dpmpp_2m_sde_step(x_t, x0, x0_previous, ab_t, ab_next, ratio, one, z, eta=1e-12))
+    np.testing.assert_allclose(sde, ode, rtol=1e-5, atol=1e-5)
+    # The last step still returns D = x̂_0 + its correction, without noise, whatever η.
+    last = to_numpy(samplers.dpmpp_2m_sde_step(x_t, x0, x0_previous, ab_t, one, ratio, np.float64(0.0), z, eta=0.3))
+    np.testing.assert_allclose(last, x0, atol=1e-6)
+
+
+def test_the_sde_dpm_solver_takes_eta_in_its_config_and_refuses_it_outside_zero_to_one():
+    sampler = samplers.get("dpmpp_2m_sde", eta=0.25)
+    assert sampler.get_config() == {"spacing": "logsnr", "eta": 0.25}
+    assert sampler.cache_key() != samplers.get("dpmpp_2m_sde").cache_key()  # compiled separately
+    for eta in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="eta"):
+            samplers.get("dpmpp_2m_sde", eta=eta)
+
+
 def dpm_solver_local_error(h, second_order):
     """One step of DPM-Solver++ on x̂_0(λ) = a + bλ, whose ODE solution is x(λ) = α(λ)(a + bλ − b) + Cσ(λ)."""
     a, b, constant = 0.3, -0.2, 0.7

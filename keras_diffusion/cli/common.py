@@ -103,7 +103,8 @@ def add_sampling_options(parser: argparse.ArgumentParser, what: str) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--eta", type=non_negative_float, default=None,
-        help="DDIM's eta (0 deterministic, 1 DDPM-like noise); only for samplers that take it",
+        help="eta of ddim (0 deterministic, 1 DDPM-like noise) or dpmpp_2m_sde (the share of the reverse SDE's "
+        "noise, in (0, 1]); only for samplers that take it",
     )  # fmt: skip
     parser.add_argument(
         "--guidance-scale", type=non_negative_float, default=0.0,

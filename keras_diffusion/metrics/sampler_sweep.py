@@ -52,6 +52,21 @@ class SweepPoint:
     generate_seconds: float
 
 
+def sampler_label(sampler: "sampler_registry.Sampler") -> str:
+    """The sampler's name, with the settings that differ from its defaults: `dpmpp_2m_sde (eta=0.25)`.
+
+    Example:
+    >>> sampler_label(kd.samplers.get("dpmpp_2m_sde", eta=0.25)), sampler_label(kd.samplers.get("ddim"))
+    ('dpmpp_2m_sde (eta=0.25)', 'ddim')
+    """
+    try:
+        defaults = type(sampler)().get_config()
+    except TypeError:  # a sampler of the user's own without defaults for every argument
+        return sampler.name
+    changed = [f"{key}={value}" for key, value in sampler.get_config().items() if defaults.get(key) != value]
+    return f"{sampler.name} ({', '.join(changed)})" if changed else sampler.name
+
+
 def fid_versus_nfe(
     model: Any,
     real_statistics: FeatureStatistics,
@@ -115,7 +130,7 @@ def fid_versus_nfe(
         seconds = time.perf_counter() - start
         result = fid(real_statistics, images)
         point = SweepPoint(
-            sampler=sampler.name, steps=step_count, nfe=int(sampler.function_evaluations(step_count)),
+            sampler=sampler_label(sampler), steps=step_count, nfe=int(sampler.function_evaluations(step_count)),
             fid=float(result.value), num_samples=result.num_samples, num_real_samples=result.num_real_samples,
             generate_seconds=round(seconds, 2),
         )  # fmt: skip
