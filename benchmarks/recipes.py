@@ -13,6 +13,10 @@ carries the training seconds measured by a `TrainingClock` (time inside the
 training batches, evaluations excluded), which are only comparable between
 recipes run on an otherwise idle machine.
 
+With `--seconds S` each recipe instead trains for about S seconds: its updates come from a
+timed probe of 40 updates (run it on an idle machine), and it is evaluated once at the end;
+that is how networks of different cost (`narrow`, `wide`, ...) are compared at equal compute.
+
 Writes `<out>/recipes.csv` (one row per evaluation) and `<out>/recipes.png`
 (FID against updates and seconds), and prints the table with the CPU's
 description.
@@ -34,6 +38,11 @@ NETWORKS = {
     # The main job's earlier network: the same with attention after every 7x7 block (1.11 M).
     "small_attention": ("tiny", dict(attention_resolutions=(7,))),
     "mnist": ("mnist", {}),  # UNet.mnist(): 3.9 M parameters, two blocks per level, dropout 0.1
+    # Width and depth of the tiny network, to compare at equal seconds (--seconds).
+    "narrow": ("tiny", dict(widths=(16, 32, 32))),
+    "wide": ("tiny", dict(widths=(48, 96, 96))),
+    "two_levels": ("tiny", dict(widths=(32, 64))),  # 28 → 14 only
+    "two_blocks": ("tiny", dict(num_res_blocks=2)),
 }
 
 # name: (DiffusionModel arguments, optimizer arguments); every recipe starts from BASE.
@@ -63,6 +72,10 @@ RECIPES = {
     "edm_uniform_t": {**ADOPTED, "model": dict(prediction="edm", schedule="cosine")},
     "v_log_normal_t": {**ADOPTED, "model": dict(prediction="v", schedule="cosine", timestep_sampling="log_normal")},
     "adopted_beta2_0.99": {**ADOPTED, "beta_2": 0.99},
+    "narrow": {**ADOPTED, "network": "narrow"},
+    "wide": {**ADOPTED, "network": "wide"},
+    "two_levels": {**ADOPTED, "network": "two_levels"},
+    "two_blocks": {**ADOPTED, "network": "two_blocks"},
     "v_cosine_noise_cosine_lr_2e-3_batch_32": dict(model=dict(prediction="v", schedule="cosine"), lr_schedule="cosine",
                                                    learning_rate=2e-3, batch_size=32),  # fmt: skip
     "v_cosine_noise_cosine_lr_4e-3": dict(model=dict(prediction="v", schedule="cosine"), lr_schedule="cosine",
@@ -92,18 +105,39 @@ def recipe(name: str) -> dict:
     return settings
 
 
-def run(name: str, args, images, labels, classifier, statistics) -> list[dict]:
-    settings = recipe(name)
-    # Recipes of another batch size train for the same number of images, not updates.
-    updates = args.updates * BASE["batch_size"] // settings["batch_size"]
-    every = args.every * BASE["batch_size"] // settings["batch_size"]
+def build(settings: dict, args, updates: int) -> kd.DiffusionModel:
+    """The recipe's model and optimizer, from the run's seed."""
     keras.utils.set_random_seed(args.seed)
     preset, overrides = NETWORKS[settings["network"]]
     unet = kd.models.UNet.preset(preset, **overrides)
     ema_decay = settings["ema_decay"] or args.ema_decay
     model = kd.DiffusionModel(unet, ema_decay=ema_decay, seed=args.seed, **settings["model"])
-    optimizer = keras.optimizers.Adam(learning_rate(settings, updates), beta_2=settings["beta_2"])
-    model.compile(optimizer=optimizer)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate(settings, updates), beta_2=settings["beta_2"]))
+    return model
+
+
+def seconds_per_update(settings: dict, args, images, labels, probe: int = 40) -> float:
+    """Seconds of one update of the recipe's model, timed over `probe` updates after 10 that compile and warm up."""
+    model = build(settings, args, probe + 10)
+    marks = []
+    clock = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: marks.append(time.perf_counter()))
+    count = (probe + 10) * settings["batch_size"]
+    model.fit(images[:count], labels[:count], batch_size=settings["batch_size"], epochs=1, callbacks=[clock],
+              verbose=0, nan_guard=False)  # fmt: skip
+    return (marks[-1] - marks[9]) / (len(marks) - 10)
+
+
+def run(name: str, args, images, labels, classifier, statistics) -> list[dict]:
+    settings = recipe(name)
+    # Recipes of another batch size train for the same number of images, not updates.
+    updates = args.updates * BASE["batch_size"] // settings["batch_size"]
+    if args.seconds:
+        per_update = seconds_per_update(settings, args, images, labels)
+        updates = int(args.seconds / per_update)
+        print(f"--- {name}: {per_update:.3f} s per update → {updates} updates in {args.seconds:g} s", flush=True)
+    every = updates if args.seconds else args.every * BASE["batch_size"] // settings["batch_size"]
+    model = build(settings, args, updates)
+    unet = model.denoiser
     fid = kd.callbacks.FIDCallback(
         statistics, num_samples=args.num_samples, every_n_updates=every, sampler=args.sampler,
         steps=args.steps, classifier=classifier, seed=args.seed, verbose=1,
@@ -187,6 +221,8 @@ def main():
     parser.add_argument("--recipes", nargs="+", choices=sorted(RECIPES), default=["epsilon", "v", "min_snr"])
     parser.add_argument("--updates", type=int, default=800, help="optimizer updates per recipe")
     parser.add_argument("--every", type=int, default=400, help="evaluate every this many updates")
+    parser.add_argument("--seconds", type=float, default=None, help="instead of --updates: train each recipe for "
+                        "about this many seconds (its updates from a timed probe; an idle CPU), evaluated once at the end")  # fmt: skip
     parser.add_argument("--num-samples", type=int, default=2048)
     parser.add_argument("--num-real", type=int, default=2048, help="test digits behind the real statistics")
     parser.add_argument("--sampler", default="ddpm", help="the fixed evaluation sampler")
