@@ -270,6 +270,13 @@ def logsnr_sigmas(sigma_min: float, sigma_max: float, steps: int) -> np.ndarray:
     return np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), steps))
 
 
+#: The highest σ that the `"karras"` and `"logsnr"` spacings visit (EDM's σ_max, Karras et al. 2022):
+#: above it x_t is noise to within √ᾱ = 1/√(1 + σ²) ≈ 0.0125 of the data, so a level there costs a
+#: network evaluation and gains nothing. It matters for the cosine schedule, whose σ_{T-1} is about
+#: 20,000: uncapped, 4 of 10 log-SNR levels lie above σ = 100.
+SIGMA_MAX = 80.0
+
+
 def noise_levels(schedule: NoiseSchedule, steps: int, spacing: str = "leading") -> tuple[np.ndarray, np.ndarray]:
     """The noise levels a sampler visits: timesteps (float) and their ᾱ, from noisiest to cleanest.
 
@@ -277,10 +284,10 @@ def noise_levels(schedule: NoiseSchedule, steps: int, spacing: str = "leading") 
         schedule: the model's `NoiseSchedule`.
         steps: how many levels (network evaluations for first-order samplers).
         spacing: one of `SPACINGS`; `"karras"` spaces σ = √((1-ᾱ)/ᾱ) as in
-            Karras et al. (2022) between the schedule's σ_0 and σ_{T-1};
-            `"logsnr"` spaces log σ evenly (equal steps h in the log-SNR
-            λ = −log σ, DPM-Solver's "logSNR" spacing). Both give fractional
-            timesteps.
+            Karras et al. (2022) between the schedule's σ_0 and
+            min(σ_{T-1}, `SIGMA_MAX`); `"logsnr"` spaces log σ evenly over
+            the same range (equal steps h in the log-SNR λ = −log σ,
+            DPM-Solver's "logSNR" spacing). Both give fractional timesteps.
 
     Returns:
         (t, alpha_bar), float64 arrays of length `steps`.
@@ -292,10 +299,11 @@ def noise_levels(schedule: NoiseSchedule, steps: int, spacing: str = "leading") 
     """
     if spacing in ("karras", "logsnr"):
         _check_steps(steps, schedule.timesteps)
+        sigma_min, sigma_max = schedule.sigmas[0], min(schedule.sigmas[-1], SIGMA_MAX)
         if spacing == "karras":
-            sigmas = karras_sigmas(schedule.sigmas[0], schedule.sigmas[-1], steps)
+            sigmas = karras_sigmas(sigma_min, sigma_max, steps)
         else:
-            sigmas = logsnr_sigmas(schedule.sigmas[0], schedule.sigmas[-1], steps)
+            sigmas = logsnr_sigmas(sigma_min, sigma_max, steps)
         return schedule.timestep_from_sigma(sigmas), 1.0 / (1.0 + sigmas**2)
     timesteps = timestep_sequence(schedule.timesteps, steps, spacing)
     return timesteps.astype(np.float64), schedule.alpha_bar[timesteps]

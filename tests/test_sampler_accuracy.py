@@ -123,12 +123,21 @@ def test_the_3m_sampler_builds_up_its_order_and_ends_with_a_first_order_step():
     assert few[:, -1].max() == 2  # below min_third_order_steps it stays at second order
 
 
-def test_logsnr_levels_are_evenly_spaced_in_log_sigma():
-    schedule = kd.schedules.LinearSchedule(1000)
+@pytest.mark.parametrize("schedule", [kd.schedules.LinearSchedule(1000), kd.schedules.CosineSchedule(1000)])
+def test_logsnr_levels_are_evenly_spaced_in_log_sigma_from_sigma_max_to_the_schedules_first_level(schedule):
+    """From min(σ_{T-1}, SIGMA_MAX = 80) to σ_0: the linear schedule's σ_{T-1} is 157, the cosine one's 20,000."""
+    assert schedule.sigmas[-1] > kd.schedules.SIGMA_MAX
     _, alpha_bar = kd.schedules.noise_levels(schedule, 12, "logsnr")
     log_sigma = 0.5 * np.log((1 - alpha_bar) / alpha_bar)
     np.testing.assert_allclose(np.diff(log_sigma), np.diff(log_sigma)[0], rtol=1e-6)
-    np.testing.assert_allclose(np.exp(log_sigma[[0, -1]]), schedule.sigmas[[-1, 0]], rtol=1e-6)
+    np.testing.assert_allclose(np.exp(log_sigma[[0, -1]]), [kd.schedules.SIGMA_MAX, schedule.sigmas[0]], rtol=1e-6)
+    # Karras' levels span the same range; a schedule that ends below SIGMA_MAX keeps its own σ_{T-1}.
+    _, karras = kd.schedules.noise_levels(schedule, 12, "karras")
+    np.testing.assert_allclose(np.sqrt((1 - karras[[0, -1]]) / karras[[0, -1]]), np.exp(log_sigma[[0, -1]]), rtol=1e-6)
+    short = kd.schedules.LinearSchedule(100)
+    _, alpha_bar = kd.schedules.noise_levels(short, 5, "logsnr")
+    assert short.sigmas[-1] < kd.schedules.SIGMA_MAX
+    np.testing.assert_allclose(np.sqrt((1 - alpha_bar[0]) / alpha_bar[0]), short.sigmas[-1], rtol=1e-6)
 
 
 def test_gaussian_sampler_error_refuses_what_it_cannot_measure():
