@@ -137,7 +137,8 @@ class DiffusionModel(OwnLossModel):
             ema_exponents = tuple(float(power_ema.std_to_exponent(v)) for v in ema_stds)  # checks the range
         if min_snr_gamma is not None and not (np.isfinite(min_snr_gamma) and min_snr_gamma > 0):
             raise ValueError(f"`min_snr_gamma` must be a positive number or None; received {min_snr_gamma!r}.")
-        if not (isinstance(sigma_data, (int, float)) and np.isfinite(sigma_data) and sigma_data > 0):
+        if not (isinstance(sigma_data, (int, float, np.number)) and not isinstance(sigma_data, bool)
+                and np.isfinite(sigma_data) and sigma_data > 0):  # fmt: skip
             raise ValueError(f"`sigma_data` must be a positive number; received {sigma_data!r}.")
         self.denoiser = denoiser
         self.noise = noise_distributions.get(noise)
