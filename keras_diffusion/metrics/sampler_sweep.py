@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
@@ -231,14 +232,23 @@ def plot_fid_versus_nfe(points: Sequence[SweepPoint], title: str | None = None) 
     >>> png[:4]
     b'\\x89PNG'
     """
-    figure = Figure(figsize=(7, 4), dpi=120)
+    names = list(dict.fromkeys(point.sampler for point in points))
+    figure = Figure(figsize=(9, 4.5), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
-    for name in dict.fromkeys(point.sampler for point in points):
+    colors = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"].colors
+    for index, name in enumerate(names):
         line = sorted((p.nfe, p.fid) for p in points if p.sampler == name)
-        axes.plot(*zip(*line), marker="o", label=name)
+        style = "-" if index < len(colors) else "--"
+        axes.plot(*zip(*line), style, marker="o", color=colors[index % len(colors)], label=name)
     sizes = sorted({p.num_samples for p in points})
     axes.set_xscale("log")
+    fids = [p.fid for p in points]
+    if min(fids) > 0 and max(fids) / min(fids) > 5:  # a few coarse points would flatten the rest
+        axes.set_yscale("log")
+        axes.yaxis.set_major_formatter(ScalarFormatter())
+        axes.yaxis.set_minor_formatter(NullFormatter())
+        axes.set_yticks([v for v in (1, 2, 5, 10, 15, 20, 30, 50, 100, 200, 500) if min(fids) / 1.2 <= v <= max(fids) * 1.2])
     nfes = [p.nfe for p in points]
     ticks = [v for v in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000) if min(nfes) / 1.1 <= v <= max(nfes) * 1.1]
     axes.set_xticks(ticks if len(ticks) >= 2 else sorted(set(nfes)))  # plain numbers, not 2×10¹
@@ -247,9 +257,9 @@ def plot_fid_versus_nfe(points: Sequence[SweepPoint], title: str | None = None) 
     axes.set_xlabel("network evaluations per image (NFE)")
     axes.set_ylabel(f"FID (N = {', '.join(map(str, sizes))})")
     axes.grid(alpha=0.3, which="both")
-    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: never over a point
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the axes: never over a point
     if title:
-        axes.set_title(title)
+        axes.set_title(title, fontsize=10)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
