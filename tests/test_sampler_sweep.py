@@ -28,7 +28,7 @@ def test_points_cover_every_configuration_with_its_network_evaluations(sweep):
     _, _, points = sweep
     configurations = [(p.sampler, p.steps, p.nfe) for p in points]
     assert configurations[:4] == [("ddim", 2, 2), ("ddim", 3, 3), ("heun", 2, 3), ("heun", 3, 5)]
-    assert [(p.sampler, p.steps) for p in points[4:]] == [("ode", 1)]  # adaptive: run once, its own NFE
+    assert [(p.sampler, p.steps) for p in points[4:]] == [("ode (rtol=0.01, atol=0.01)", 1)]  # adaptive: run once; settings named
     assert points[4].nfe > 2
     assert all(p.num_samples == 16 and p.num_real_samples == 64 and p.fid >= 0 for p in points)
 
