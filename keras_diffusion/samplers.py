@@ -122,12 +122,13 @@ def dpmpp_2m_sde_step(x_t, x0, x0_previous, alpha_bar_t, alpha_bar_next, ratio, 
     is scaled by η between the sampling ODE and the reverse SDE):
     x_{t'} = (σ_{t'}/σ_t) e^{−ηh} x_t + α_{t'} (1 − e^{−(1+η)h}) D + σ_{t'} √(1 − e^{−2ηh}) z,
     which is `dpmpp_2m_step` at η = 0 and the line above at η = 1; D's
-    correction keeps the midpoint form (x̂_0 − x̂_0^{prev})/(2r).
+    correction keeps the midpoint form (x̂_0 − x̂_0^{prev})/(2r). `eta` may
+    be a tensor (one value per step, as `DPMSolverPlusPlus2MSDESampler` uses it).
     """
     alpha_t, sigma_t = ops.sqrt(alpha_bar_t), ops.sqrt(1.0 - alpha_bar_t)
     alpha_next, sigma_next = ops.sqrt(alpha_bar_next), ops.sqrt(1.0 - alpha_bar_next)
     exp_minus_h = (sigma_next * alpha_t) / (alpha_next * sigma_t)
-    exp_minus_eta_h = exp_minus_h if eta == 1.0 else exp_minus_h**eta  # e^{−ηh}; 0 at the data, where h = ∞
+    exp_minus_eta_h = exp_minus_h**eta  # e^{−ηh}; at the data (h = ∞) 0, or 1 for η = 0 (0⁰), both exact there
     correction = second_order * (x0 - x0_previous) / (2.0 * ratio)
     return (
         (sigma_next / sigma_t) * exp_minus_eta_h * x_t
@@ -515,29 +516,41 @@ class DPMSolverPlusPlus2MSDESampler(DPMSolverPlusPlus2MSampler):
             sampling ODE (`"dpmpp_2m"`, η = 0), trading the noise's
             washing-out of the network's error for a smaller discretisation
             error (docs/benchmarks.md).
+        noise_sigma_min: levels at or below this σ = √((1-ᾱ)/ᾱ) take
+            noise-free DPM-Solver++(2M) steps (η = 0 there; EDM's S_tmin,
+            Karras et al. 2022, Alg. 2). 0 adds noise at every level.
         spacing: default `"logsnr"`.
     """
 
     name = "dpmpp_2m_sde"
     noise_draws = 1
+    columns = DPMSolverPlusPlus2MSampler.columns + ("eta",)
 
-    def __init__(self, eta: float = 1.0, spacing: str = "logsnr"):
+    def __init__(self, eta: float = 1.0, noise_sigma_min: float = 0.0, spacing: str = "logsnr"):
         if not (np.isfinite(eta) and 0.0 < eta <= 1.0):
             raise ValueError(f"`eta` of 'dpmpp_2m_sde' must be in (0, 1] (η = 0 is 'dpmpp_2m'); received {eta!r}.")
+        if not (np.isfinite(noise_sigma_min) and noise_sigma_min >= 0.0):
+            raise ValueError(f"`noise_sigma_min` must be a finite σ >= 0; received {noise_sigma_min!r}.")
         super().__init__(spacing)
         self.eta = float(eta)
+        self.noise_sigma_min = float(noise_sigma_min)
+
+    def parameters(self, schedule, steps):
+        rows = super().parameters(schedule, steps)
+        sigma = np.sqrt((1.0 - rows[:, 1]) / rows[:, 1])  # σ of the level each step leaves
+        return np.concatenate([rows, np.where(sigma > self.noise_sigma_min, self.eta, 0.0)[:, None]], axis=1)
 
     def step(self, denoise, x, state, row, noise):
         t, alpha_bar_t, alpha_bar_next = row.t, row.alpha_bar_t, row.alpha_bar_next
         ratio, second_order = row.ratio, row.second_order
         x0, _ = denoise(x, t, alpha_bar_t)
         x_next = dpmpp_2m_sde_step(
-            x, x0, state[0], alpha_bar_t, alpha_bar_next, ratio, second_order, noise[0], self.eta
+            x, x0, state[0], alpha_bar_t, alpha_bar_next, ratio, second_order, noise[0], row.eta
         )  # fmt: skip
         return x_next, (x0,)
 
     def get_config(self):
-        return {**super().get_config(), "eta": self.eta}
+        return {**super().get_config(), "eta": self.eta, "noise_sigma_min": self.noise_sigma_min}
 
 
 class DPMSolverPlusPlus3MSampler(Sampler):

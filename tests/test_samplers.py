@@ -173,13 +173,30 @@ def test_sde_dpm_solver_with_vanishing_eta_is_the_ode_solver(t, gap, ratio, seed
     np.testing.assert_allclose(last, x0, atol=1e-6)
 
 
-def test_the_sde_dpm_solver_takes_eta_in_its_config_and_refuses_it_outside_zero_to_one():
-    sampler = samplers.get("dpmpp_2m_sde", eta=0.25)
-    assert sampler.get_config() == {"spacing": "logsnr", "eta": 0.25}
-    assert sampler.cache_key() != samplers.get("dpmpp_2m_sde").cache_key()  # compiled separately
+def test_the_sde_dpm_solver_keeps_its_settings_in_its_config_and_refuses_bad_ones():
+    sampler = samplers.get("dpmpp_2m_sde", eta=0.25, noise_sigma_min=0.5)
+    assert sampler.get_config() == {"spacing": "logsnr", "eta": 0.25, "noise_sigma_min": 0.5}
+    assert sampler.cache_key() != samplers.get("dpmpp_2m_sde", eta=0.25).cache_key()  # compiled separately
     for eta in (0.0, 1.5, float("nan")):
         with pytest.raises(ValueError, match="eta"):
             samplers.get("dpmpp_2m_sde", eta=eta)
+    for sigma in (-1.0, float("inf")):
+        with pytest.raises(ValueError, match="noise_sigma_min"):
+            samplers.get("dpmpp_2m_sde", noise_sigma_min=sigma)
+
+
+def test_the_sde_dpm_solver_adds_noise_only_above_noise_sigma_min():
+    """The per-step η column: η above the threshold, 0 (a DPM-Solver++(2M) step) at or below it."""
+    sampler = samplers.get("dpmpp_2m_sde", eta=0.5, noise_sigma_min=1.0)
+    table = sampler.parameters(SCHEDULE, 12)
+    sigma = np.sqrt((1 - table[:, 1]) / table[:, 1])
+    eta = table[:, sampler.columns.index("eta")]
+    assert sigma.max() > 1.0 > sigma.min()
+    np.testing.assert_array_equal(eta, np.where(sigma > 1.0, 0.5, 0.0))
+    # With the threshold at 0 every step is stochastic, and the ODE solver's steps are what η = 0 gives.
+    assert np.all(samplers.get("dpmpp_2m_sde").parameters(SCHEDULE, 12)[:, -1] == 1.0)
+    ode_table = samplers.get("dpmpp_2m").parameters(SCHEDULE, 12)
+    np.testing.assert_array_equal(table[:, :-1], ode_table)
 
 
 def dpm_solver_local_error(h, second_order):
