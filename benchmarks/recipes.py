@@ -14,7 +14,7 @@ training batches, evaluations excluded), which are only comparable between
 recipes run on an otherwise idle machine.
 
 With `--seconds S` each recipe instead trains for about S seconds: its updates come from a
-timed probe of 40 updates (run it on an idle machine), and it is evaluated once at the end;
+timed probe of 40 updates (all probes run first, back to back; an idle machine), and it is evaluated once at the end;
 that is how networks of different cost (`narrow`, `wide`, ...) are compared at equal compute.
 
 Writes `<out>/recipes.csv` (one row per evaluation) and `<out>/recipes.png`
@@ -127,12 +127,11 @@ def seconds_per_update(settings: dict, args, images, labels, probe: int = 40) ->
     return (marks[-1] - marks[9]) / (len(marks) - 10)
 
 
-def run(name: str, args, images, labels, classifier, statistics) -> list[dict]:
+def run(name: str, args, images, labels, classifier, statistics, per_update: float | None = None) -> list[dict]:
     settings = recipe(name)
     # Recipes of another batch size train for the same number of images, not updates.
     updates = args.updates * BASE["batch_size"] // settings["batch_size"]
     if args.seconds:
-        per_update = seconds_per_update(settings, args, images, labels)
         updates = int(args.seconds / per_update)
         print(f"--- {name}: {per_update:.3f} s per update → {updates} updates in {args.seconds:g} s", flush=True)
     every = updates if args.seconds else args.every * BASE["batch_size"] // settings["batch_size"]
@@ -246,9 +245,13 @@ def main():
     statistics = kd.metrics.FID().real_statistics(test_images, dataset_name="mnist", split="test")
     print(f"classifier and test statistics ready in {time.perf_counter() - start:.0f} s", flush=True)
 
+    # With --seconds, every recipe's probe runs first, back to back, so that they share one state of the machine.
+    per_update = {}
+    for name in args.recipes if args.seconds else []:
+        per_update[name] = seconds_per_update(recipe(name), args, images, labels)
     rows, csv_path = [], os.path.join(args.out, "recipes.csv")
     for name in args.recipes:
-        rows += run(name, args, images, labels, classifier, statistics)
+        rows += run(name, args, images, labels, classifier, statistics, per_update.get(name))
         with open(csv_path, "w", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=list(rows[0]))
             writer.writeheader()
