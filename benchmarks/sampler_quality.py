@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--steps", default="5,10,20,50", help="comma-separated step counts")
     parser.add_argument("--guidance-scale", type=float, default=0.0)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0, help="start noise and labels, the same for every point")
     parser.add_argument("--no-ema", action="store_true", help="sample with the trained weights, not their EMA")
     parser.add_argument("--out", default="runs/sampler_quality.png")
     args = parser.parse_args()
@@ -56,7 +57,7 @@ def main() -> None:
     points = kd.metrics.fid_versus_nfe(
         model, real_statistics, [parse_sampler(text)[1] for text in args.samplers.split(",")], [int(s) for s in args.steps.split(",")],
         num_samples=args.num_samples, guidance_scale=args.guidance_scale, batch_size=args.batch_size, fid=fid,
-        use_ema=not args.no_ema,
+        use_ema=not args.no_ema, seed=args.seed,
         on_point=report,
     )  # fmt: skip
     kd.metrics.write_sweep(points, args.out, title=f"{pathlib.Path(args.model).name} vs {dataset} test")
