@@ -194,7 +194,12 @@ def test_the_sde_dpm_solver_adds_noise_only_above_noise_sigma_min():
     assert sigma.max() > 1.0 > sigma.min()
     np.testing.assert_array_equal(eta, np.where(sigma > 1.0, 0.5, 0.0))
     # With the threshold at 0 every step is stochastic, and the ODE solver's steps are what η = 0 gives.
-    assert np.all(samplers.get("dpmpp_2m_sde").parameters(SCHEDULE, 12)[:, -1] == 1.0)
+    assert np.all(samplers.get("dpmpp_2m_sde", noise_sigma_min=0.0).parameters(SCHEDULE, 12)[:, -1] == 1.0)
+    # The default stops the noise at σ = 0.3.
+    default = samplers.get("dpmpp_2m_sde").parameters(SCHEDULE, 12)
+    default_sigma = np.sqrt((1 - default[:, 1]) / default[:, 1])
+    np.testing.assert_array_equal(default[:, -1], np.where(default_sigma > 0.3, 1.0, 0.0))
+    assert 0 < np.sum(default[:, -1] == 0) < 12
     ode_table = samplers.get("dpmpp_2m").parameters(SCHEDULE, 12)
     np.testing.assert_array_equal(table[:, :-1], ode_table)
 
