@@ -18,7 +18,10 @@ import math
 
 import keras_diffusion as kd
 
-DEFAULT_SAMPLERS = "dpmpp_3m,dpmpp_2m,dpmpp_2m:karras,dpmpp_2m_sde,dpmpp_2m_sde:noise_sigma_min=0,heun,euler,ddim,ddim:leading,ddpm,ddpm:logsnr"
+DEFAULT_SAMPLERS = (
+    "dpmpp_3m,dpmpp_2m,dpmpp_2m:karras,dpmpp_2m_sde,dpmpp_2m_sde:noise_sigma_min=0,"
+    "heun,euler,ddim,ddim:leading,ddpm,ddpm:logsnr"
+)
 
 
 def parse_sampler(text: str) -> tuple[str, kd.samplers.Sampler]:
