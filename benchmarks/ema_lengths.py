@@ -24,6 +24,7 @@ import keras
 
 import keras_diffusion as kd
 import recipes  # benchmarks/: the recipes, their networks and their optimizer
+from sampler_accuracy import parse_sampler  # benchmarks/: `name`, `name:spacing` or `name:setting=value`
 from keras_diffusion.backend import cpu_description
 
 
@@ -61,12 +62,13 @@ def main() -> None:
     parser.add_argument("--ema-decay", type=float, default=0.999, help="the exponential EMA scored beside them")
     parser.add_argument("--num-samples", type=int, default=2048)
     parser.add_argument("--num-real", type=int, default=2048, help="test digits behind the real statistics")
-    parser.add_argument("--sampler", default="dpmpp_2m_sde")
+    parser.add_argument("--sampler", default="dpmpp_2m_sde", help="name, name:spacing or name:setting=value")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/ema_lengths")
     args = parser.parse_args()
     stds = [float(s) for s in args.stds.split(",")]
+    sampler = parse_sampler(args.sampler)[1]  # a clear error for a bad sampler, before training
     for std in stds:
         kd.ema.std_to_exponent(std)  # a clear error for an out-of-range σ_rel, before training
     os.makedirs(args.out, exist_ok=True)
@@ -103,7 +105,7 @@ def main() -> None:
     candidates = [("raw weights", raw), (f"ema_decay={args.ema_decay:g}", exponential.weights)]
     candidates += [(f"sigma_rel={std:g}", kd.ema.reconstruct(saved, target_std=std)) for std in stds]
     scorer = kd.callbacks.FIDCallback(
-        statistics, num_samples=args.num_samples, sampler=args.sampler, steps=args.steps,
+        statistics, num_samples=args.num_samples, sampler=sampler, steps=args.steps,
         classifier=classifier, seed=args.seed,
     )  # fmt: skip
     scorer.set_model(model)
