@@ -40,6 +40,7 @@ NETWORKS = {
     "mnist": ("mnist", {}),  # UNet.mnist(): 3.9 M parameters, two blocks per level, dropout 0.1
     # Width and depth of the tiny network, to compare at equal seconds (--seconds).
     "narrow": ("tiny", dict(widths=(16, 32, 32))),
+    "medium": ("tiny", dict(widths=(24, 48, 48))),
     "wide": ("tiny", dict(widths=(48, 96, 96))),
     "two_levels": ("tiny", dict(widths=(32, 64))),  # 28 → 14 only
     "two_blocks": ("tiny", dict(num_res_blocks=2)),
@@ -73,6 +74,8 @@ RECIPES = {
     "v_log_normal_t": {**ADOPTED, "model": dict(prediction="v", schedule="cosine", timestep_sampling="log_normal")},
     "adopted_beta2_0.99": {**ADOPTED, "beta_2": 0.99},
     "narrow": {**ADOPTED, "network": "narrow"},
+    "medium": {**ADOPTED, "network": "medium"},
+    "tiny": ADOPTED,  # the adopted recipe under its network's name, for tables of networks
     "wide": {**ADOPTED, "network": "wide"},
     "two_levels": {**ADOPTED, "network": "two_levels"},
     "two_blocks": {**ADOPTED, "network": "two_blocks"},
