@@ -10,6 +10,7 @@ from keras_diffusion import (  # noqa: E402
     distributed,
     ema,
     guidance,
+    initializers,
     io,
     learning_rates,
     metrics,

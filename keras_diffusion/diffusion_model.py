@@ -14,6 +14,7 @@ from keras_diffusion import predictions, samplers, schedules
 from keras_diffusion import timestep_sampling as timestep_distributions
 from keras_diffusion.backend import compile_function, draw_for_global_batch, mean_over_global_batch
 from keras_diffusion.guidance import classifier_free_guidance
+from keras_diffusion.initializers import Zeros
 from keras_diffusion.nan_guard import NaNGuard
 from keras_diffusion.own_loss import OwnLossModel, accepts_argument, is_int
 
@@ -159,7 +160,7 @@ class DiffusionModel(OwnLossModel):
         self.seed_generator = keras.random.SeedGenerator(seed, name="training_seed")
         if not denoiser.built:
             denoiser(self._example_inputs(1))
-        self._ema_step = self.add_weight(shape=(), dtype="int32", initializer="zeros", trainable=False, name="ema_step")
+        self._ema_step = self.add_weight(shape=(), dtype="int32", initializer=Zeros(), trainable=False, name="ema_step")
         # One list of variables per EMA; the first is `_ema_variables` (named ema_{i}, as before ema_std existed).
         number_of_emas = len(self._ema_exponents) or (1 if ema_decay is not None else 0)
         self._ema_sets = [self._add_ema_variables("ema" if k == 0 else f"ema{k}") for k in range(number_of_emas)]
@@ -171,9 +172,10 @@ class DiffusionModel(OwnLossModel):
         variables = []
         for index, variable in enumerate(self.denoiser.trainable_variables):
             ema = self.add_weight(
-                shape=variable.shape, dtype=variable.dtype, initializer="zeros", trainable=False, name=f"{prefix}_{index}"
+                shape=variable.shape, dtype=variable.dtype, initializer=Zeros(), trainable=False, name=f"{prefix}_{index}"
             )
-            ema.assign(ops.copy(variable.value))  # a copy: JAX must not see one buffer twice
+            # A copy through the host: a new buffer (JAX must not see one twice), and no XLA program per shape.
+            ema.assign(ops.convert_to_numpy(variable.value))
             variables.append(ema)
         return variables
 

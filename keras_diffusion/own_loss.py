@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from keras_diffusion import distributed
+from keras_diffusion.initializers import Zeros
 from keras_diffusion.io import replaced_atomically
 from keras_diffusion.seed_states import SavesSeedStates
 
@@ -77,7 +78,12 @@ class OwnLossModel(SavesSeedStates, keras.Model):
             return
         if not all(layer.built for layer in self._flatten_layers()):
             return  # variables appear on the first call; Keras builds the optimizer then
-        self.optimizer.build(self.trainable_variables)
+        self._build_optimizer_variables()
+
+    def _build_optimizer_variables(self):
+        # Keras starts the optimizer's slots with "zeros"; filled on the host, they compile no XLA program per shape.
+        with keras.saving.CustomObjectScope({"zeros": Zeros}):
+            self.optimizer.build(self.trainable_variables)
 
     def fit(self, *args, **kwargs):
         """`keras.Model.fit`; when several processes train (`keras_diffusion.distributed`), arrays
@@ -120,7 +126,7 @@ class OwnLossModel(SavesSeedStates, keras.Model):
         """Restores `compile()` (and builds the optimizer, whose variables load next) when a saved model is loaded."""
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.optimizer is not None and not self.optimizer.built:
-            self.optimizer.build(self.trainable_variables)
+            self._build_optimizer_variables()
 
 
 def _suffix(path) -> str:

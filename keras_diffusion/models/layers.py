@@ -6,6 +6,7 @@ import keras
 from keras import layers, ops
 
 from keras_diffusion.backend import draw_for_global_batch
+from keras_diffusion.initializers import layer_initializers
 from keras_diffusion.models.normalization import GroupNormalization
 
 
@@ -132,12 +133,14 @@ class ResidualBlock(layers.Layer):
         self.dropout = dropout
         self.norm_groups = norm_groups
         self.norm1 = GroupNormalization(norm_groups, epsilon=1e-5, activation="silu", dtype=self.dtype_policy)
-        self.conv1 = layers.Conv2D(filters, 3, padding="same", dtype=self.dtype_policy)
-        self.embedding_projection = layers.Dense(filters, dtype=self.dtype_policy)
+        self.conv1 = layers.Conv2D(filters, 3, padding="same", dtype=self.dtype_policy, **layer_initializers())
+        self.embedding_projection = layers.Dense(filters, dtype=self.dtype_policy, **layer_initializers())
         self.norm2 = GroupNormalization(norm_groups, epsilon=1e-5, activation="silu", dtype=self.dtype_policy)
         self.dropout_layer = GlobalBatchDropout(dropout, dtype=self.dtype_policy)
         # Zero-initialised so that every block starts as the identity (DDPM's zero_module).
-        self.conv2 = layers.Conv2D(filters, 3, padding="same", kernel_initializer="zeros", dtype=self.dtype_policy)
+        self.conv2 = layers.Conv2D(
+            filters, 3, padding="same", dtype=self.dtype_policy, **layer_initializers(zero_kernel=True)
+        )
         self.shortcut = None
 
     def build(self, input_shape):
@@ -150,7 +153,7 @@ class ResidualBlock(layers.Layer):
         self.dropout_layer.build(hidden_shape)
         self.conv2.build(hidden_shape)
         if x_shape[-1] != self.filters:
-            self.shortcut = layers.Conv2D(self.filters, 1, dtype=self.dtype_policy)
+            self.shortcut = layers.Conv2D(self.filters, 1, dtype=self.dtype_policy, **layer_initializers())
             self.shortcut.build(x_shape)
 
     def call(self, inputs, training=None):
@@ -213,9 +216,9 @@ class AttentionBlock(layers.Layer):
                 f"AttentionBlock: {channels} channels are not divisible by num_heads={self.num_heads}."
             )
         self.norm.build(input_shape)
-        self.qkv = layers.Dense(3 * channels, dtype=self.dtype_policy)
+        self.qkv = layers.Dense(3 * channels, dtype=self.dtype_policy, **layer_initializers())
         self.qkv.build(input_shape)
-        self.projection = layers.Dense(channels, kernel_initializer="zeros", dtype=self.dtype_policy)
+        self.projection = layers.Dense(channels, dtype=self.dtype_policy, **layer_initializers(zero_kernel=True))
         self.projection.build(input_shape)
 
     def call(self, x):

@@ -5,6 +5,8 @@ import math
 import keras
 from keras import layers, ops
 
+from keras_diffusion.initializers import Ones, Zeros
+
 
 def group_normalization(x, gamma, beta, groups: int, epsilon: float):
     """GroupNorm of a channels-last float32 tensor, with a closed-form gradient.
@@ -110,6 +112,9 @@ class GroupNormalization(layers.GroupNormalization):
     """
 
     def __init__(self, groups: int = 32, activation=None, **kwargs):
+        # Keras' ones and zeros, filled on the host (no XLA program per shape on JAX).
+        kwargs.setdefault("gamma_initializer", Ones())
+        kwargs.setdefault("beta_initializer", Zeros())
         super().__init__(groups=groups, **kwargs)
         self.activation = None if activation is None else keras.activations.get(activation)
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
+from keras_diffusion.initializers import RandomNormal, layer_initializers
 from keras_diffusion.models.layers import AttentionBlock, ResidualBlock, SinusoidalEmbedding
 from keras_diffusion.models.normalization import GroupNormalization
 
@@ -80,8 +81,8 @@ class UNet(keras.Model):
         t_input = keras.Input(shape=(), name="t")
         inputs = [x_input, t_input]
         embedding = SinusoidalEmbedding(widths[0], name="time_sinusoidal")(t_input)
-        embedding = layers.Dense(embedding_dim, activation="silu", name="time_dense_1")(embedding)
-        embedding = layers.Dense(embedding_dim, name="time_dense_2")(embedding)
+        embedding = layers.Dense(embedding_dim, activation="silu", name="time_dense_1", **layer_initializers())(embedding)
+        embedding = layers.Dense(embedding_dim, name="time_dense_2", **layer_initializers())(embedding)
         if num_classes is not None:
             label_input = keras.Input(shape=(), dtype="int32", name="labels")
             inputs.append(label_input)
@@ -89,7 +90,7 @@ class UNet(keras.Model):
             # left a conditional MNIST model at chance class accuracy after 300 updates (42 % at w = 0,
             # 81 % at w = 2 with this one; docs/benchmarks.md).
             class_embedding = layers.Embedding(
-                num_classes + 1, embedding_dim, embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0),
+                num_classes + 1, embedding_dim, embeddings_initializer=RandomNormal(stddev=1.0),
                 name="class_embedding",
             )  # fmt: skip
             embedding = embedding + class_embedding(label_input)
@@ -102,7 +103,7 @@ class UNet(keras.Model):
                 x = AttentionBlock(num_heads=num_heads, norm_groups=norm_groups, name=name)(x)
             return x
 
-        x = layers.Conv2D(widths[0], 3, padding="same", name="conv_in")(x_input)
+        x = layers.Conv2D(widths[0], 3, padding="same", name="conv_in", **layer_initializers())(x_input)
         skips = [x]
         for level, width in enumerate(widths):
             for block in range(num_res_blocks):
@@ -110,7 +111,9 @@ class UNet(keras.Model):
                 x = maybe_attention(x, f"down_{level}_attention_{block}")
                 skips.append(x)
             if level < len(widths) - 1:
-                x = layers.Conv2D(width, 3, strides=2, padding="same", name=f"down_{level}_downsample")(x)
+                x = layers.Conv2D(
+                    width, 3, strides=2, padding="same", name=f"down_{level}_downsample", **layer_initializers()
+                )(x)
                 skips.append(x)
 
         x = res_block(x, widths[-1], "middle_res_0")
@@ -124,11 +127,15 @@ class UNet(keras.Model):
                 x = maybe_attention(x, f"up_{level}_attention_{block}")
             if level > 0:
                 x = layers.UpSampling2D(2, interpolation="nearest", name=f"up_{level}_upsample")(x)
-                x = layers.Conv2D(widths[level], 3, padding="same", name=f"up_{level}_upsample_conv")(x)
+                x = layers.Conv2D(
+                    widths[level], 3, padding="same", name=f"up_{level}_upsample_conv", **layer_initializers()
+                )(x)
 
         x = GroupNormalization(norm_groups, epsilon=1e-5, name="norm_out")(x)
         x = layers.Activation("silu", name="silu_out")(x)
-        outputs = layers.Conv2D(image_shape[-1], 3, padding="same", kernel_initializer="zeros", name="conv_out")(x)
+        outputs = layers.Conv2D(
+            image_shape[-1], 3, padding="same", name="conv_out", **layer_initializers(zero_kernel=True)
+        )(x)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         self.image_shape = image_shape
