@@ -41,14 +41,14 @@ import keras_diffusion as kd
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/mnist", help="output folder")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--limit", type=int, default=48000, help="training digits to use (0: all 60,000)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="Adam's peak learning rate")
     parser.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
                         help="cosine: 5 %% warm-up, then cosine decay to 0 at the last update")  # fmt: skip
     parser.add_argument("--schedule", choices=["cosine", "linear"], default="cosine", help="noise schedule, T = 1000")
-    parser.add_argument("--preset", choices=["tiny", "mnist"], default="tiny", help="kd.models.UNet.preset name")
+    parser.add_argument("--preset", choices=["micro", "tiny", "mnist"], default="micro", help="kd.models.UNet.preset name")
     parser.add_argument("--guidance-scale", type=float, default=2.0, help="w of the final sample grid")
     parser.add_argument("--sampler", choices=kd.samplers.available(), default=kd.samplers.RECOMMENDED,
                         help="sampler of the grids")  # fmt: skip

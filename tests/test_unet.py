@@ -173,7 +173,8 @@ def test_presets_are_one_table_behind_unet_preset():
         return tuple(value) if isinstance(value, (list, tuple)) else value
 
     assert {key: plain(config[key]) for key in table} == table
-    assert tiny.count_params() == 1_063_905  # the main job's network, quoted in README and docs
+    assert tiny.count_params() == 1_063_905  # quoted in README and docs
+    assert kd.models.UNet.preset("micro").count_params() == 268_017  # the main job's network
     # Widths without norm_groups keep the largest group count that divides them and the preset's.
     narrow = kd.models.UNet.preset("tiny", widths=(12, 24, 24), num_classes=None)
     assert narrow.norm_groups == 4 and narrow.num_classes is None
