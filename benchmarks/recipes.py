@@ -39,7 +39,7 @@ NETWORKS = {
     "small_attention": ("tiny", dict(attention_resolutions=(7,))),
     "mnist": ("mnist", {}),  # UNet.mnist(): 3.9 M parameters, two blocks per level, dropout 0.1
     # Width and depth of the tiny network, to compare at equal seconds (--seconds).
-    "narrow": ("tiny", dict(widths=(16, 32, 32))),
+    "narrow": ("micro", {}),  # UNet.preset("micro"), the main job's since 2026-12-02: tiny at widths 16-32-32
     "medium": ("tiny", dict(widths=(24, 48, 48))),
     "wide": ("tiny", dict(widths=(48, 96, 96))),
     "two_levels": ("tiny", dict(widths=(32, 64))),  # 28 → 14 only
