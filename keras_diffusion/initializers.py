@@ -83,6 +83,9 @@ class GlorotUniform(keras.initializers.GlorotUniform):
     True
     """
 
+    def __init__(self, seed: int | keras.random.SeedGenerator | None = None):
+        super().__init__(seed=seed)
+
     def __call__(self, shape, dtype=None):
         fan_in, fan_out = _fans(tuple(shape))
         limit = math.sqrt(6.0 / (fan_in + fan_out))
@@ -103,6 +106,9 @@ class RandomNormal(keras.initializers.RandomNormal):
     >>> round(float(values.std()), 1)
     2.0
     """
+
+    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | keras.random.SeedGenerator | None = None):
+        super().__init__(mean=mean, stddev=stddev, seed=seed)
 
     def __call__(self, shape, dtype=None):
         values = _generator(self.seed).normal(float(self.mean), float(self.stddev), shape)
