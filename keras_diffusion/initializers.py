@@ -34,8 +34,10 @@ def _generator(seed) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def _fans(shape: tuple) -> tuple[int, int]:
-    """Fan-in and fan-out of a kernel: dense (in, out), convolution (*window, in, out)."""
+def _fans(shape: tuple, input_axes=None, output_axes=None) -> tuple[int, int]:
+    """Fan-in and fan-out of a kernel: dense (in, out), convolution (*window, in, out), or the given axes'."""
+    if input_axes is not None and output_axes is not None:
+        return math.prod(shape[axis] for axis in input_axes), math.prod(shape[axis] for axis in output_axes)
     if len(shape) == 0:
         return 1, 1
     if len(shape) == 1:
@@ -77,6 +79,8 @@ class GlorotUniform(keras.initializers.GlorotUniform):
     Args:
         seed: an integer, a `keras.random.SeedGenerator`, or None (see the module's docstring).
             One instance per variable: an instance with an integer seed repeats its values.
+        **kwargs: Keras' other arguments (`input_axes` and `output_axes`, the axes whose sizes
+            are the fans, in the Keras releases that have them).
 
     Example:
     >>> values = keras.ops.convert_to_numpy(GlorotUniform(seed=0)((3, 3, 4, 8)))
@@ -84,11 +88,12 @@ class GlorotUniform(keras.initializers.GlorotUniform):
     True
     """
 
-    def __init__(self, seed: int | keras.random.SeedGenerator | None = None):
-        super().__init__(seed=seed)
+    def __init__(self, seed: int | keras.random.SeedGenerator | None = None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
 
     def __call__(self, shape, dtype=None):
-        fan_in, fan_out = _fans(tuple(shape))
+        axes = getattr(self, "input_axes", None), getattr(self, "output_axes", None)
+        fan_in, fan_out = _fans(tuple(shape), *axes)
         limit = math.sqrt(6.0 / (fan_in + fan_out))
         return _host_values(_generator(self.seed).uniform(-limit, limit, shape).astype("float32"), dtype)
 
@@ -101,6 +106,7 @@ class RandomNormal(keras.initializers.RandomNormal):
         mean: mean of the values.
         stddev: their standard deviation.
         seed: as for `GlorotUniform`.
+        **kwargs: any other argument of the installed Keras' `RandomNormal`.
 
     Example:
     >>> values = keras.ops.convert_to_numpy(RandomNormal(stddev=2.0, seed=0)((100_000,)))
@@ -108,8 +114,10 @@ class RandomNormal(keras.initializers.RandomNormal):
     2.0
     """
 
-    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | keras.random.SeedGenerator | None = None):
-        super().__init__(mean=mean, stddev=stddev, seed=seed)
+    def __init__(
+        self, mean: float = 0.0, stddev: float = 0.05, seed: int | keras.random.SeedGenerator | None = None, **kwargs
+    ):
+        super().__init__(mean=mean, stddev=stddev, seed=seed, **kwargs)
 
     def __call__(self, shape, dtype=None):
         values = _generator(self.seed).normal(float(self.mean), float(self.stddev), shape)

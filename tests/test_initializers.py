@@ -62,6 +62,12 @@ def test_initializers_round_trip_through_their_configs(initializer):
     np.testing.assert_array_equal(values(restored, (3, 4)), values(initializer, (3, 4)))
 
 
+def test_glorot_uniform_takes_its_fans_from_the_given_axes():
+    # A (4, 2, 30) kernel read as 4 inputs to 2 × 30 outputs: limit √(6 / 64), not √(6 / (8 + 30)).
+    drawn = values(initializers.GlorotUniform(seed=0, input_axes=(0,), output_axes=(1, 2)), (4, 2, 30))
+    assert np.abs(drawn).max() <= (6 / 64) ** 0.5 < np.abs(drawn).max() * 1.05
+
+
 def test_layer_initializers_give_every_layer_its_own_values():
     first, second = (keras.layers.Dense(6, **initializers.layer_initializers()) for _ in range(2))
     first.build((None, 5))
