@@ -12,12 +12,12 @@ the requested digit).
 
 The default budget (3,000 updates of batch 64 over 48,000 digits, the 0.27 M-
 parameter `UNet.preset("micro")`, v-prediction, the cosine noise schedule, Adam
-warming up to 2e-3 and decaying to 0 by the last update: the network and recipe
-that won in docs/benchmarks.md) takes about 12 minutes of training on a 2-core
+warming up to 3e-3 and decaying to 0 by the last update: the network and recipe
+that won in docs/benchmarks.md) takes 12-14 minutes of training on a 2-core
 AVX-512 CPU, plus the evaluation (3 minutes; the first run also trains the digit
-classifier and computes the test statistics once, about 4 minutes more), and
-reached FID 15.9 (N = 2048) with 96.4 % class accuracy (`--preset tiny --epochs 2`:
-15.0 and 95.4 % in 16 minutes of training, the same day).
+classifier and computes the test statistics once, about 5 minutes more), and
+reached FID 14.8 and 14.6 (N = 2048, two training seeds) with 96.6 and 97.0 %
+class accuracy (a peak of 2e-3: 15.9 and 15.3).
 `--preset mnist --epochs 30 --limit 0 --batch-size 128 --learning-rate 2e-4`
 is the thesis-sized run (hours on a CPU, minutes on a GPU).
 
@@ -44,7 +44,9 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--limit", type=int, default=48000, help="training digits to use (0: all 60,000)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=2e-3, help="Adam's peak learning rate")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="Adam's peak learning rate (default: the preset's measured one, 3e-3 for micro, 2e-3 "
+                        "for tiny, else 2e-4; kd.models.unet.peak_learning_rate)")  # fmt: skip
     parser.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
                         help="cosine: 5 %% warm-up, then cosine decay to 0 at the last update")  # fmt: skip
     parser.add_argument("--schedule", choices=["cosine", "linear"], default="cosine", help="noise schedule, T = 1000")
@@ -81,9 +83,9 @@ def main(argv=None):
         unet, schedule=args.schedule, timesteps=1000, ema_decay=0.999, class_dropout=0.1, seed=args.seed
     )
     updates = args.epochs * -(-len(images) // args.batch_size)
-    learning_rate = args.learning_rate
+    learning_rate = args.learning_rate or kd.models.unet.peak_learning_rate(args.preset)
     if args.lr_schedule == "cosine":
-        learning_rate = kd.learning_rates.warmup_cosine(args.learning_rate, max(updates, 2))
+        learning_rate = kd.learning_rates.warmup_cosine(learning_rate, max(updates, 2))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate))
     print(f"Training a {unet.count_params():,}-parameter U-Net on {len(images):,} digits for {args.epochs} epochs "
           f"({keras.backend.backend()} backend).")  # fmt: skip

@@ -3,7 +3,7 @@ import io
 import keras
 import numpy as np
 import pytest
-from conftest import skip_tensorflow_bfloat16_under_an_isa_cap, tiny_unet
+from conftest import randomise_output, skip_tensorflow_bfloat16_under_an_isa_cap, tiny_unet
 
 import keras_diffusion as kd
 
@@ -175,8 +175,59 @@ def test_presets_are_one_table_behind_unet_preset():
     assert {key: plain(config[key]) for key in table} == table
     assert tiny.count_params() == 1_063_905  # quoted in README and docs
     assert kd.models.UNet.preset("micro").count_params() == 268_017  # the main job's network
+    # The measured peak learning rates name presets; the others get DDPM's.
+    assert set(kd.models.unet.PEAK_LEARNING_RATES) <= set(kd.models.unet.PRESETS)
+    assert kd.models.unet.peak_learning_rate("mnist") == 2e-4
     # Widths without norm_groups keep the largest group count that divides them and the preset's.
     narrow = kd.models.UNet.preset("tiny", widths=(12, 24, 24), num_classes=None)
     assert narrow.norm_groups == 4 and narrow.num_classes is None
     with pytest.raises(ValueError, match="choose one of .*'cifar10'.*'tiny'"):
         kd.models.UNet.preset("huge")
+
+
+def space_to_depth_reference(x, b):
+    """out[n, y, x, (i*b + j)*C + c] = in[n, b*y + i, b*x + j, c], written out with loops."""
+    n, height, width, channels = x.shape
+    out = np.zeros((n, height // b, width // b, b * b * channels), x.dtype)
+    for y in range(height // b):
+        for x_ in range(width // b):
+            for i in range(b):
+                for j in range(b):
+                    out[:, y, x_, (i * b + j) * channels : (i * b + j + 1) * channels] = x[:, b * y + i, b * x_ + j]
+    return out
+
+
+@pytest.mark.parametrize("block_size, shape", [(2, (2, 6, 4, 3)), (3, (1, 6, 9, 2))])
+def test_space_to_depth_moves_patches_into_channels_and_depth_to_space_inverts_it(block_size, shape):
+    x = np.random.default_rng(0).standard_normal(shape).astype("float32")
+    patches = keras.ops.convert_to_numpy(kd.models.SpaceToDepth(block_size)(x))
+    np.testing.assert_array_equal(patches, space_to_depth_reference(x, block_size))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(kd.models.DepthToSpace(block_size)(patches)), x)
+    layer = kd.models.DepthToSpace.from_config(kd.models.DepthToSpace(block_size, name="p").get_config())
+    assert (layer.block_size, layer.name) == (block_size, "p")
+    with pytest.raises(ValueError, match="block_size"):
+        kd.models.SpaceToDepth(0)
+
+
+def test_a_patched_unet_runs_its_levels_on_patches_and_returns_the_image_shape():
+    unet = kd.models.UNet(image_shape=(8, 8, 1), widths=(8, 16), num_res_blocks=1, num_classes=3, norm_groups=4,
+                          attention_resolutions=(2,), patch_size=2)  # fmt: skip
+    assert unet.get_layer("conv_in").output.shape == (None, 4, 4, 8)  # the first level at half the side
+    assert unet.get_layer("conv_out").output.shape == (None, 4, 4, 4)  # 2 x 2 pixels per position
+    assert unet.get_layer("down_1_attention_0").output.shape == (None, 2, 2, 16)  # attention sides count patches
+    x = np.random.default_rng(2).standard_normal((2, 8, 8, 1)).astype("float32")
+    np.testing.assert_array_equal(outputs(unet, x, [3, 30], [0, 1]), 0.0)  # the output convolution starts at zero
+    randomise_output(unet)
+    y = outputs(unet, x, [3, 30], [0, 1])
+    assert y.shape == x.shape and np.all(np.isfinite(y)) and np.std(y) > 0
+    clone = kd.models.UNet.from_config(unet.get_config())
+    assert clone.patch_size == 2 and [w.shape for w in clone.weights] == [w.shape for w in unet.weights]
+    clone.set_weights(unet.get_weights())
+    np.testing.assert_allclose(outputs(clone, x, [3, 30], [0, 1]), y, rtol=1e-5, atol=1e-6)
+
+
+def test_patch_size_must_divide_the_image_with_the_levels():
+    with pytest.raises(ValueError, match=r"patch_size \* 2\*\*\(len\(widths\)-1\) = 8"):
+        kd.models.UNet(image_shape=(28, 28, 1), widths=(8, 8, 8), patch_size=2, norm_groups=4)
+    with pytest.raises(ValueError, match="patch_size"):
+        kd.models.UNet(image_shape=(8, 8, 1), widths=(8,), patch_size=0, norm_groups=4)

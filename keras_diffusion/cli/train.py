@@ -58,8 +58,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument(
         "--learning-rate", type=positive_float, default=None,
-        help="Adam's (peak) learning rate; default 2e-3 for the micro and tiny presets (measured, docs/benchmarks.md), "
-        "2e-4 (DDPM's) for the larger ones",
+        help="Adam's (peak) learning rate; default 3e-3 for the micro preset and 2e-3 for tiny (measured, "
+        "docs/benchmarks.md), 2e-4 (DDPM's) for the larger ones",
     )  # fmt: skip
     parser.add_argument(
         "--lr-schedule", choices=["cosine", "constant"], default="cosine",
@@ -155,7 +155,7 @@ def run_train(args) -> int:
             class_dropout=args.class_dropout, seed=args.seed, timestep_sampling=args.timestep_sampling,
             **({} if args.prediction is None else {"prediction": args.prediction}),
         )  # fmt: skip
-        learning_rate = args.learning_rate or (2e-3 if args.preset in ("micro", "tiny") else 2e-4)
+        learning_rate = args.learning_rate or kd.models.unet.peak_learning_rate(args.preset)
         if args.lr_schedule == "cosine":
             updates = args.epochs * -(-len(images) // args.batch_size)
             learning_rate = kd.learning_rates.warmup_cosine(learning_rate, max(updates, 2))

@@ -4,7 +4,14 @@ The trainable models `ARDM`, `AutoencoderKL` and `DenoisingAutoencoder` live bes
 (`keras_diffusion.ardm`, `.autoencoder`, `.denoising_autoencoder`) and are re-exported here.
 """
 
-from keras_diffusion.models.layers import AttentionBlock, GlobalBatchDropout, ResidualBlock, SinusoidalEmbedding
+from keras_diffusion.models.layers import (
+    AttentionBlock,
+    DepthToSpace,
+    GlobalBatchDropout,
+    ResidualBlock,
+    SinusoidalEmbedding,
+    SpaceToDepth,
+)
 from keras_diffusion.models.normalization import GroupNormalization, group_normalization
 from keras_diffusion.models.unet import UNet
 from keras_diffusion.models.ardm_network import ARDMNetwork

@@ -108,6 +108,77 @@ class GlobalBatchDropout(layers.Layer):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
+class _BlockLayer(layers.Layer):
+    """What `SpaceToDepth` and `DepthToSpace` share: the patch side and its check."""
+
+    def __init__(self, block_size: int, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
+            raise ValueError(f"`block_size` must be a positive int; received {block_size!r}.")
+        self.block_size = block_size
+
+    def get_config(self):
+        return {**super().get_config(), "block_size": self.block_size}
+
+
+@keras.saving.register_keras_serializable(package="keras_diffusion")
+class SpaceToDepth(_BlockLayer):
+    """Moves each `block_size` × `block_size` patch of pixels into the channels (a "pixel unshuffle").
+
+    (B, H, W, C) → (B, H/b, W/b, b·b·C); output channel (i·b + j)·C + c holds
+    input pixel (b·y + i, b·x + j) of channel c, the order of `tf.nn.space_to_depth`.
+    A U-Net that starts with it runs every layer on a quarter of the positions
+    (b = 2) with four times the channels per position, which a CPU's vector
+    units fill better than 16 channels at full resolution.
+
+    Args:
+        block_size: patch side b; H and W must be divisible by it.
+
+    Example:
+    >>> x = keras.ops.reshape(keras.ops.arange(16.0), (1, 4, 4, 1))
+    >>> keras.ops.convert_to_numpy(SpaceToDepth(2)(x))[0, 0, 0].tolist()
+    [0.0, 1.0, 4.0, 5.0]
+    """
+
+    def call(self, inputs):
+        b = self.block_size
+        _, height, width, channels = inputs.shape
+        x = ops.reshape(inputs, (-1, height // b, b, width // b, b, channels))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        return ops.reshape(x, (-1, height // b, width // b, b * b * channels))
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        b = self.block_size
+        return (batch, height // b, width // b, b * b * channels)
+
+
+@keras.saving.register_keras_serializable(package="keras_diffusion")
+class DepthToSpace(_BlockLayer):
+    """The inverse of `SpaceToDepth`: (B, H, W, b·b·C) → (B, b·H, b·W, C).
+
+    Args:
+        block_size: patch side b; the channels must be divisible by b·b.
+
+    Example:
+    >>> x = keras.ops.reshape(keras.ops.arange(16.0), (1, 4, 4, 1))
+    >>> bool(keras.ops.all(DepthToSpace(2)(SpaceToDepth(2)(x)) == x))
+    True
+    """
+
+    def call(self, inputs):
+        b = self.block_size
+        _, height, width, depth = inputs.shape
+        x = ops.reshape(inputs, (-1, height, width, b, b, depth // (b * b)))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        return ops.reshape(x, (-1, height * b, width * b, depth // (b * b)))
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, depth = input_shape
+        b = self.block_size
+        return (batch, height * b, width * b, depth // (b * b))
+
+
 @keras.saving.register_keras_serializable(package="keras_diffusion")
 class ResidualBlock(layers.Layer):
     """GroupNorm → SiLU → conv, plus the projected time embedding, twice, with a skip.
