@@ -44,6 +44,10 @@ NETWORKS = {
     "wide": ("tiny", dict(widths=(48, 96, 96))),
     "two_levels": ("tiny", dict(widths=(32, 64))),  # 28 → 14 only
     "two_blocks": ("tiny", dict(num_res_blocks=2)),
+    # 2x2 pixel patches as channels (patch_size=2): two levels at 14x14 and 7x7, a quarter of the positions.
+    "patch2": ("micro", dict(patch_size=2, widths=(32, 32))),
+    "patch2_32_64": ("micro", dict(patch_size=2, widths=(32, 64))),
+    "patch2_64_64": ("micro", dict(patch_size=2, widths=(64, 64))),
 }
 
 # name: (DiffusionModel arguments, optimizer arguments); every recipe starts from BASE.
@@ -79,6 +83,9 @@ RECIPES = {
     "wide": {**ADOPTED, "network": "wide"},
     "two_levels": {**ADOPTED, "network": "two_levels"},
     "two_blocks": {**ADOPTED, "network": "two_blocks"},
+    "patch2": {**ADOPTED, "network": "patch2"},
+    "patch2_32_64": {**ADOPTED, "network": "patch2_32_64"},
+    "patch2_64_64": {**ADOPTED, "network": "patch2_64_64"},
     "v_cosine_noise_cosine_lr_2e-3_batch_32": dict(model=dict(prediction="v", schedule="cosine"), lr_schedule="cosine",
                                                    learning_rate=2e-3, batch_size=32),  # fmt: skip
     "v_cosine_noise_cosine_lr_4e-3": dict(model=dict(prediction="v", schedule="cosine"), lr_schedule="cosine",

@@ -3,9 +3,10 @@
 Usage:
     KERAS_BACKEND=jax taskset -c 1 python benchmarks/step_breakdown.py [--batch 128]
     KERAS_BACKEND=tensorflow taskset -c 1 python benchmarks/step_breakdown.py
+    KERAS_BACKEND=tensorflow python benchmarks/step_breakdown.py --preset micro --batch 64   # the main job's
 
 Times, on the probe U-Net of `train_throughput.py --preset probe` (1.6 M
-parameters, 28×28, class-conditional):
+parameters, 28×28, class-conditional) or a `UNet.preset` (`--preset`):
 
 - `step`: `DiffusionModel.train_on_batch` (noising, loss, gradients, Adam,
   EMA: everything `fit` runs per batch);
@@ -54,11 +55,13 @@ def best_seconds(function, number=5, repeats=3):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--preset", choices=["probe", "micro", "tiny"], default="probe",
+                        help="the network: the probe net, or a kd.models.UNet.preset (micro: the main job's)")  # fmt: skip
     parser.add_argument("--dtype-policy", default="float32", help="Keras dtype policy, e.g. mixed_bfloat16")
     args = parser.parse_args()
     keras.config.set_dtype_policy(args.dtype_policy)
 
-    unet = probe_unet()
+    unet = probe_unet() if args.preset == "probe" else kd.models.UNet.preset(args.preset)
     model = kd.DiffusionModel(unet, seed=0)
     model.compile()
     rng = np.random.default_rng(0)

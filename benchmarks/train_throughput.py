@@ -34,7 +34,13 @@ def main():
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps (compilation)")
     parser.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"])
+    parser.add_argument("--grappler", choices=["on", "off"], default="on",
+                        help="TensorFlow only: off skips Grappler's rewriting of every traced graph (as the tests do)")  # fmt: skip
     args = parser.parse_args()
+    if args.grappler == "off" and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
     unet = PRESETS[args.preset]()
     model = kd.DiffusionModel(unet, seed=0)
@@ -52,7 +58,7 @@ def main():
     float(loss)  # wait for the device
     seconds = time.perf_counter() - start
 
-    print(f"backend      {keras.backend.backend()} (jit_compile={args.jit_compile})")
+    print(f"backend      {keras.backend.backend()} (jit_compile={args.jit_compile}, grappler {args.grappler})")
     print(f"machine      {cpu_description()}")
     print(f"model        UNet preset {args.preset!r}, {unet.count_params():,} parameters")
     print(f"batch        {args.batch} x 28x28x1, {args.steps} timed steps after {args.warmup} warm-up steps")
