@@ -231,3 +231,5 @@ def test_patch_size_must_divide_the_image_with_the_levels():
         kd.models.UNet(image_shape=(28, 28, 1), widths=(8, 8, 8), patch_size=2, norm_groups=4)
     with pytest.raises(ValueError, match="patch_size"):
         kd.models.UNet(image_shape=(8, 8, 1), widths=(8,), patch_size=0, norm_groups=4)
+    with pytest.raises(ValueError, match="patch_size"):
+        kd.models.UNet(image_shape=(8, 8, 1), widths=(8,), patch_size=True, norm_groups=4)

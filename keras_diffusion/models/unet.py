@@ -301,7 +301,7 @@ def _check_arguments(image_shape, widths, num_res_blocks, num_classes, dropout, 
         raise ValueError(f"`image_shape` must be (height, width, channels); received {image_shape}.")
     if not widths or min(widths) < 1:
         raise ValueError(f"`widths` must be a non-empty sequence of positive ints; received {widths}.")
-    if not isinstance(patch_size, int) or patch_size < 1:
+    if not isinstance(patch_size, int) or isinstance(patch_size, bool) or patch_size < 1:
         raise ValueError(f"`patch_size` must be a positive int (1: no patches); received {patch_size!r}.")
     factor = patch_size * 2 ** (len(widths) - 1)
     if image_shape[0] % factor or image_shape[1] % factor:
