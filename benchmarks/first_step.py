@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 import keras_diffusion as kd
-from keras_diffusion.backend import cpu_description
+from keras_diffusion.backend import cpu_description, tensorflow_graph_rewrites
 
 PRESETS = {
     # The speed issue's small U-Net: 2.7 M parameters, one res block, attention at 7x7.
@@ -38,13 +38,12 @@ def main():
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--generate-steps", type=int, default=20)
-    parser.add_argument("--grappler", choices=["on", "off"], default="on",
-                        help="TensorFlow only: off skips Grappler's rewriting of every traced graph (as the tests do)")  # fmt: skip
+    parser.add_argument("--grappler", choices=["on", "off"], default=None,
+                        help="TensorFlow only: Grappler's rewriting of every traced graph; default: the library's "
+                        "choice (off without a GPU, kd.backend.skip_tensorflow_graph_rewrites)")  # fmt: skip
     args = parser.parse_args()
-    if args.grappler == "off" and keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    rewrites = tensorflow_graph_rewrites(None if args.grappler is None else args.grappler == "on")
+    grappler = "n/a" if rewrites is None else "on" if rewrites else "off"
 
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 1, (args.batch, 28, 28, 1)).astype("float32")
@@ -63,7 +62,7 @@ def main():
     first_generate = seconds(sample)
     second_generate = seconds(sample)
 
-    print(f"backend          {keras.backend.backend()}, keras {keras.__version__}, grappler {args.grappler}")
+    print(f"backend          {keras.backend.backend()}, keras {keras.__version__}, grappler {grappler}")
     print(f"machine          {cpu_description()}")
     print(f"model            UNet preset {args.preset!r}, {unet.count_params():,} parameters, batch {args.batch}")
     print(f"build + compile  {build:6.1f} s (model objects, no tracing)")

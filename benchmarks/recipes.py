@@ -39,15 +39,20 @@ NETWORKS = {
     "small_attention": ("tiny", dict(attention_resolutions=(7,))),
     "mnist": ("mnist", {}),  # UNet.mnist(): 3.9 M parameters, two blocks per level, dropout 0.1
     # Width and depth of the tiny network, to compare at equal seconds (--seconds).
-    "narrow": ("micro", {}),  # UNet.preset("micro"), the main job's since 2026-12-02: tiny at widths 16-32-32
+    # tiny at widths 16-32-32 with DDPM's upsampling: UNet.preset("micro") as measured until its upsampling changed.
+    "narrow": ("micro", dict(upsampling="nearest_conv")),
     "medium": ("tiny", dict(widths=(24, 48, 48))),
     "wide": ("tiny", dict(widths=(48, 96, 96))),
     "two_levels": ("tiny", dict(widths=(32, 64))),  # 28 → 14 only
     "two_blocks": ("tiny", dict(num_res_blocks=2)),
     # 2x2 pixel patches as channels (patch_size=2): two levels at 14x14 and 7x7, a quarter of the positions.
-    "patch2": ("micro", dict(patch_size=2, widths=(32, 32))),
-    "patch2_32_64": ("micro", dict(patch_size=2, widths=(32, 64))),
-    "patch2_64_64": ("micro", dict(patch_size=2, widths=(64, 64))),
+    "patch2": ("micro", dict(patch_size=2, widths=(32, 32), upsampling="nearest_conv")),
+    "patch2_32_64": ("micro", dict(patch_size=2, widths=(32, 64), upsampling="nearest_conv")),
+    "patch2_64_64": ("micro", dict(patch_size=2, widths=(64, 64), upsampling="nearest_conv")),
+    # The decoder's upsampling (UNet(upsampling=...)): the 3x3 convolution before the nearest-neighbour x2, or a
+    # pixel shuffle to the next level's width, instead of DDPM's convolution at the higher resolution.
+    "micro_conv_nearest": ("micro", dict(upsampling="conv_nearest")),
+    "micro_pixel_shuffle": ("micro", dict(upsampling="pixel_shuffle")),
 }
 
 # name: (DiffusionModel arguments, optimizer arguments); every recipe starts from BASE.
@@ -86,6 +91,10 @@ RECIPES = {
     "patch2": {**ADOPTED, "network": "patch2"},
     "patch2_32_64": {**ADOPTED, "network": "patch2_32_64"},
     "patch2_64_64": {**ADOPTED, "network": "patch2_64_64"},
+    # micro at its measured peak (kd.models.unet.PEAK_LEARNING_RATES), and its upsampling variants at the same.
+    "micro_3e-3": {**ADOPTED, "network": "narrow", "learning_rate": 3e-3},
+    "conv_nearest_3e-3": {**ADOPTED, "network": "micro_conv_nearest", "learning_rate": 3e-3},
+    "pixel_shuffle_3e-3": {**ADOPTED, "network": "micro_pixel_shuffle", "learning_rate": 3e-3},
     "v_cosine_noise_cosine_lr_2e-3_batch_32": dict(model=dict(prediction="v", schedule="cosine"), lr_schedule="cosine",
                                                    learning_rate=2e-3, batch_size=32),  # fmt: skip
     "v_cosine_noise_cosine_lr_4e-3": dict(model=dict(prediction="v", schedule="cosine"), lr_schedule="cosine",

@@ -1,6 +1,7 @@
 """FLOPs per image of a keras_diffusion UNet: an analytic count, checked against XLA's cost analysis.
 
-Usage: KERAS_BACKEND=jax python benchmarks/unet_flops.py [--preset probe|mnist] [--image 28x28x1]
+Usage: KERAS_BACKEND=jax python benchmarks/unet_flops.py [--preset probe|mnist|micro] [--image 28x28x1]
+           [--upsampling nearest_conv|conv_nearest|pixel_shuffle] [--patch-size 1]
 
 Convention (the one torch.utils.flop_counter uses, so the figures compare with
 diffusers'): one multiply-add is 2 FLOPs, and only the matrix products are
@@ -25,9 +26,12 @@ def unet_forward_flops(unet) -> int:
     conv_in, `num_res_blocks` residual blocks per level (plus attention where
     the side is in `attention_resolutions`), stride-2 downsampling, the middle
     (block, attention, block), the decoder with one more block per level on
-    concatenated skips and nearest-neighbour upsampling followed by a 3×3
-    convolution, and conv_out. Per-image costs of the time/class embedding are
-    included; they are negligible.
+    concatenated skips and the upsampling of its `upsampling` (DDPM's
+    nearest-neighbour ×2 then a 3×3 convolution; `conv_nearest`: the
+    convolution at the lower side; `pixel_shuffle`: there, to 4× the next
+    level's width, which the next level then has), and conv_out; with `patch_size` p every level runs at 1/p of
+    the side on p·p·C input channels. Per-image costs of the time/class
+    embedding are included; they are negligible.
 
     Args:
         unet: a `keras_diffusion.models.UNet`.
@@ -51,7 +55,8 @@ def unet_forward_flops(unet) -> int:
 
     # Time embedding: sinusoid (widths[0]) → dense → dense.
     flops = 2 * widths[0] * embedding_dim + 2 * embedding_dim * embedding_dim
-    side_h, side_w = height, width
+    patch = getattr(unet, "patch_size", 1)  # p x p pixels per position, as channels
+    side_h, side_w, channels = height // patch, width // patch, channels * patch * patch
     flops += conv(side_h * side_w, 3, channels, widths[0])
     skips, c = [widths[0]], widths[0]
     for level, w in enumerate(widths):
@@ -73,8 +78,15 @@ def unet_forward_flops(unet) -> int:
             if side_h in unet.attention_resolutions:
                 flops += attention(side_h * side_w, c)
         if level > 0:
+            upsampling = getattr(unet, "upsampling", "nearest_conv")
+            if upsampling == "nearest_conv":  # the convolution at the doubled side
+                flops += conv(4 * side_h * side_w, 3, c, c)
+            elif upsampling == "conv_nearest":
+                flops += conv(side_h * side_w, 3, c, c)
+            else:  # pixel_shuffle: to 4 x the next level's width, then 2 x 2 pixels of it
+                flops += conv(side_h * side_w, 3, c, 4 * widths[level - 1])
+                c = widths[level - 1]
             side_h, side_w = side_h * 2, side_w * 2
-            flops += conv(side_h * side_w, 3, c, c)
     return flops + conv(side_h * side_w, 3, c, channels)
 
 
@@ -122,22 +134,30 @@ def xla_flops_per_image(unet, batch_size: int = 8, gradient: bool = False) -> fl
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=["probe", "mnist"], default="probe")
-    parser.add_argument("--image", default="28x28x1", help="HxWxC, e.g. 32x32x3")
+    parser.add_argument("--preset", choices=["probe", "mnist", "micro"], default="probe",
+                        help="probe/mnist: the comparison nets of vs_diffusers.py; micro: UNet.preset('micro')")  # fmt: skip
+    parser.add_argument("--image", default="28x28x1", help="HxWxC, e.g. 32x32x3 (probe and mnist)")
+    parser.add_argument("--upsampling", default=None, help="UNet's `upsampling` (default: the preset's, else DDPM's)")
+    parser.add_argument("--patch-size", type=int, default=1, help="UNet's `patch_size`")
     args = parser.parse_args()
 
     import keras
 
     import keras_diffusion as kd
 
-    image_shape = tuple(int(d) for d in args.image.split("x"))
-    widths = (32, 64, 64) if args.preset == "probe" else (32, 64, 128)
-    unet = kd.models.UNet(
-        image_shape=image_shape, widths=widths, num_res_blocks=2, attention_resolutions=(image_shape[0] // 4,),
-        norm_groups=8,
-    )  # fmt: skip
+    options = dict(patch_size=args.patch_size, **({"upsampling": args.upsampling} if args.upsampling else {}))
+    if args.preset == "micro":
+        unet = kd.models.UNet.preset("micro", **options)
+    else:
+        image_shape = tuple(int(d) for d in args.image.split("x"))
+        unet = kd.models.UNet(
+            image_shape=image_shape, widths=(32, 64, 64) if args.preset == "probe" else (32, 64, 128), num_res_blocks=2,
+            attention_resolutions=(image_shape[0] // (4 * args.patch_size),), norm_groups=8, **options,
+        )  # fmt: skip
+    widths, args.image = unet.widths, "x".join(str(d) for d in unet.image_shape)
     forward = unet_forward_flops(unet)
-    print(f"UNet widths={widths} on {args.image}: {unet.count_params():,} parameters (1 multiply-add = 2 FLOPs)")
+    print(f"UNet widths={widths} ({unet.upsampling} upsampling, patch_size {unet.patch_size}) on {args.image}: "
+          f"{unet.count_params():,} parameters (1 multiply-add = 2 FLOPs)")  # fmt: skip
     print(f"analytic   forward {forward / 1e6:9.1f} MFLOP/image   training (3x) {3 * forward / 1e6:9.1f} MFLOP/image")
     if keras.backend.backend() == "jax":
         xla_forward = xla_flops_per_image(unet)

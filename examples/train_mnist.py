@@ -10,7 +10,7 @@ test digits, and their class accuracy (the share that a digit classifier,
 `kd.metrics.mnist_classifier()`, trained and cached on first use, assigns to
 the requested digit).
 
-The default budget (3,000 updates of batch 64 over 48,000 digits, the 0.27 M-
+The default budget (3,000 updates of batch 64 over 48,000 digits, the 0.30 M-
 parameter `UNet.preset("micro")`, v-prediction, the cosine noise schedule, Adam
 warming up to 3e-3 and decaying to 0 by the last update: the network and recipe
 that won in docs/benchmarks.md) takes 12-14 minutes of training on a 2-core

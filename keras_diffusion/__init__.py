@@ -1,8 +1,9 @@
 """keras_diffusion: diffusion models for Keras 3 on TensorFlow and JAX."""
 
-from keras_diffusion.backend import use_multithreaded_xla_cpu_convolutions
+from keras_diffusion.backend import skip_tensorflow_graph_rewrites, use_multithreaded_xla_cpu_convolutions
 
 use_multithreaded_xla_cpu_convolutions()  # before anything runs on JAX; see its docstring
+skip_tensorflow_graph_rewrites()  # TensorFlow on a CPU: see its docstring
 
 from keras_diffusion import (  # noqa: E402
     callbacks,

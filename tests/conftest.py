@@ -20,14 +20,8 @@ import pytest  # noqa: E402
 
 import keras_diffusion as kd  # noqa: E402
 
-if keras.backend.backend() == "tensorflow":
-    import tensorflow as tf  # noqa: E402
-
-    # Grappler rewrites every traced graph (a tiny test U-Net's training step: about 11,000 nodes)
-    # before its first run, for programs that then run a few milliseconds: off, a tiny model's first
-    # `fit` takes 13 s instead of 17 s on an AVX2 CPU. It changes how a graph runs, not what it
-    # computes (up to rounding in fused kernels); the suite passed with it on and off (2026-12-02).
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+# Grappler (TensorFlow's graph rewriting) is off on a CPU: keras_diffusion's import turns it off
+# (`kd.backend.skip_tensorflow_graph_rewrites`), so the tests run what users run.
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 if SHARED_DATA.is_dir():

@@ -1,4 +1,4 @@
-"""keras_diffusion.backend: the XLA:CPU convolution flag is set only where it is known and wanted."""
+"""keras_diffusion.backend: the XLA:CPU convolution flag and Grappler's setting are changed only where wanted."""
 
 import importlib.metadata
 import os
@@ -55,3 +55,33 @@ def test_importing_keras_diffusion_sets_the_flag_on_jax_only():
     wanted = ON_JAX and known and backend.usable_cpus() >= 2
     assert flags.stdout.strip() == (backend.XLA_CPU_CONVOLUTION_FLAG if wanted else "")
 
+
+
+def test_grappler_is_off_on_a_cpu_after_import_unless_asked_on():
+    # The tests run with what importing keras_diffusion set (conftest leaves it alone).
+    if ON_JAX:
+        assert backend.skip_tensorflow_graph_rewrites({}) is False
+        assert backend.tensorflow_graph_rewrites() is None
+        return
+    import tensorflow as tf
+
+    on_a_cpu = not (tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
+    choice = os.environ.get(backend.GRAPPLER_ENV, "").strip().lower()
+    before = backend.tensorflow_graph_rewrites()
+    assert before is ({"on": True, "off": False}.get(choice, not on_a_cpu))
+    try:
+        backend.tensorflow_graph_rewrites(True)
+        assert backend.skip_tensorflow_graph_rewrites({backend.GRAPPLER_ENV: "on"}) is False
+        assert backend.tensorflow_graph_rewrites() is True
+        assert backend.skip_tensorflow_graph_rewrites({backend.GRAPPLER_ENV: "off"}) is True
+        assert backend.tensorflow_graph_rewrites() is False
+        backend.tensorflow_graph_rewrites(True)
+        assert backend.skip_tensorflow_graph_rewrites({}) is on_a_cpu
+        assert backend.tensorflow_graph_rewrites() is not on_a_cpu
+    finally:
+        backend.tensorflow_graph_rewrites(before)
+
+
+def test_a_grappler_setting_other_than_on_or_off_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="KERAS_DIFFUSION_GRAPPLER must be 'on'.*or 'off'; received 'yes'"):
+        backend.skip_tensorflow_graph_rewrites({backend.GRAPPLER_ENV: "yes"})

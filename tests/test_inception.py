@@ -9,6 +9,7 @@ import pathlib
 import sys
 import types
 
+import keras
 import numpy as np
 import pytest
 
@@ -170,3 +171,17 @@ def test_torchscript_parameter_names_map_to_npz_layout():
     converted = inception_weights.torchscript_state_to_npz_layout(state)
     assert sorted(converted) == ["net.layers.conv.var", "net.layers.mixed_4.tower.conv_1.weight"]
     assert converted["net.layers.mixed_4.tower.conv_1.weight"].shape == (128, 128, 1, 7)
+
+
+def test_conv_batch_norm_relu_matches_its_formula_with_the_norm_folded_into_the_kernel():
+    rng = np.random.default_rng(4)
+    layer = ConvBatchNormReLU(3, (1, 3), padding=(0, 1), strides=1)
+    x = rng.standard_normal((2, 4, 5, 2)).astype("float32")
+    layer.build(x.shape)
+    kernel, beta = rng.standard_normal((1, 3, 2, 3)), rng.standard_normal(3)
+    mean, variance = rng.standard_normal(3), rng.uniform(0.1, 2.0, 3)
+    layer.set_weights([w.astype("float32") for w in (kernel, beta, mean, variance)])
+    padded = np.pad(x, [(0, 0), (0, 0), (1, 1), (0, 0)]).astype("float64")
+    conv = sum(padded[:, :, j : j + 5, :] @ kernel[0, j] for j in range(3))  # (2, 4, 5, 3)
+    expected = np.maximum((conv - mean) / np.sqrt(variance + layer.epsilon) + beta, 0.0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), expected, rtol=1e-5, atol=1e-5)

@@ -174,7 +174,11 @@ def test_presets_are_one_table_behind_unet_preset():
 
     assert {key: plain(config[key]) for key in table} == table
     assert tiny.count_params() == 1_063_905  # quoted in README and docs
-    assert kd.models.UNet.preset("micro").count_params() == 268_017  # the main job's network
+    micro = kd.models.UNet.preset("micro")  # the main job's network, quoted in README and docs
+    assert micro.count_params() == 302_417 and micro.upsampling == "pixel_shuffle"
+    # Its upsampling convolutions run at the lower side: 14x14 -> 4 x 16 channels, shuffled into 28x28 x 16.
+    assert micro.get_layer("up_1_upsample_conv").output.shape == (None, 14, 14, 64)
+    assert micro.get_layer("up_1_upsample").output.shape == (None, 28, 28, 16)
     # The measured peak learning rates name presets; the others get DDPM's.
     assert set(kd.models.unet.PEAK_LEARNING_RATES) <= set(kd.models.unet.PRESETS)
     assert kd.models.unet.peak_learning_rate("mnist") == 2e-4
@@ -233,3 +237,48 @@ def test_patch_size_must_divide_the_image_with_the_levels():
         kd.models.UNet(image_shape=(8, 8, 1), widths=(8,), patch_size=0, norm_groups=4)
     with pytest.raises(ValueError, match="patch_size"):
         kd.models.UNet(image_shape=(8, 8, 1), widths=(8,), patch_size=True, norm_groups=4)
+
+
+@pytest.mark.parametrize("upsampling", ["conv_nearest", "pixel_shuffle"])
+def test_the_decoder_upsamples_as_asked_and_the_choice_round_trips(upsampling):
+    unet = kd.models.UNet(image_shape=(8, 8, 1), widths=(4, 8), num_res_blocks=1, norm_groups=4, upsampling=upsampling)
+    conv, upsample = unet.get_layer("up_1_upsample_conv"), unet.get_layer("up_1_upsample")
+    probe = keras.Model(unet.inputs, [conv.output, upsample.output])
+    x = np.random.default_rng(3).standard_normal((2, 8, 8, 1)).astype("float32")
+    before, after = (keras.ops.convert_to_numpy(y) for y in probe([x, np.array([5.0, 50.0], "float32")]))
+    assert before.shape[1:3] == (4, 4) and after.shape[1:3] == (8, 8)  # the convolution runs at the lower side
+    if upsampling == "conv_nearest":
+        assert before.shape[-1] == after.shape[-1] == 8
+        np.testing.assert_array_equal(after, before.repeat(2, axis=1).repeat(2, axis=2))
+    else:  # four of the next level's 4 channels per pixel of the lower side
+        assert (before.shape[-1], after.shape[-1]) == (16, 4)
+        np.testing.assert_array_equal(after, space_to_depth_inverse_reference(before, 2))
+    clone = kd.models.UNet.from_config(unet.get_config())
+    assert clone.upsampling == upsampling and [w.shape for w in clone.weights] == [w.shape for w in unet.weights]
+
+
+def test_a_config_saved_before_the_upsampling_option_builds_ddpms_upsampling():
+    unet = kd.models.UNet(image_shape=(8, 8, 1), widths=(4, 8), num_res_blocks=1, norm_groups=4)
+    config = unet.get_config()
+    assert config.pop("upsampling") == "nearest_conv"
+    clone = kd.models.UNet.from_config(config)
+    assert clone.upsampling == "nearest_conv" and clone.get_layer("up_1_upsample").output.shape[1:3] == (8, 8)
+    assert clone.get_layer("up_1_upsample_conv").input.shape[1:3] == (8, 8)  # the convolution after the upsampling
+
+
+def test_an_unknown_upsampling_is_refused_with_the_choices():
+    choices = r"\('nearest_conv', 'conv_nearest', 'pixel_shuffle'\)"
+    with pytest.raises(ValueError, match=r"`upsampling` must be one of " + choices + "; received 'bilinear'"):
+        kd.models.UNet(image_shape=(8, 8, 1), widths=(4, 8), norm_groups=4, upsampling="bilinear")
+
+
+def space_to_depth_inverse_reference(x, b):
+    batch, height, width, depth = x.shape
+    channels = depth // (b * b)
+    out = np.zeros((batch, height * b, width * b, channels), x.dtype)
+    for y in range(height):
+        for x_ in range(width):
+            for i in range(b):
+                for j in range(b):
+                    out[:, b * y + i, b * x_ + j] = x[:, y, x_, (i * b + j) * channels : (i * b + j + 1) * channels]
+    return out

@@ -34,7 +34,8 @@ class ConvBatchNormReLU(keras.layers.Layer):
     """Convolution without bias, batch norm with gamma = 1 (inference form), ReLU.
 
     Computes `relu((conv(pad(x), kernel) - mean) / sqrt(var + epsilon) + beta)`,
-    the port's `Conv2dLayer`. Padding is explicit zero padding so that the
+    the port's `Conv2dLayer`, with the norm folded into the kernel and one bias
+    (`kernel · s`, `beta - mean · s` for `s = 1 / sqrt(var + epsilon)`). Padding is explicit zero padding so that the
     asymmetric `(0, 3)` / `(3, 0)` pairs of the 1x7 and 7x1 kernels are exact.
 
     Args:
@@ -94,9 +95,10 @@ class ConvBatchNormReLU(keras.layers.Layer):
         pad_height, pad_width = self.padding
         if pad_height or pad_width:
             inputs = ops.pad(inputs, [[0, 0], [pad_height, pad_height], [pad_width, pad_width], [0, 0]])
-        outputs = ops.conv(inputs, self.kernel, strides=self.strides, padding="valid")
-        outputs = (outputs - self.moving_mean) / ops.sqrt(self.moving_variance + self.epsilon) + self.beta
-        return ops.relu(outputs)
+        # The batch norm folded into the kernel and a bias: two passes over the activations (bias, ReLU), not four.
+        scale = ops.rsqrt(self.moving_variance + self.epsilon)
+        outputs = ops.conv(inputs, self.kernel * scale, strides=self.strides, padding="valid")
+        return ops.relu(outputs + (self.beta - self.moving_mean * scale))
 
     def get_config(self) -> dict:
         return {
