@@ -254,7 +254,7 @@ PRESETS: dict[str, dict] = {
     # (750 s of a 2-core CPU) it takes 2.8x as many updates and scored FID 14.8 against tiny's 19.0
     # (docs/benchmarks.md, "Network width and depth at equal seconds"). Its upsampling convolutions run at the lower
     # side and shuffle their channels into pixels (0.30 M): steps 11 % faster, FID 16.6 against 17.7 at 400 s and
-    # 13.96 against 14.88 in the main job (docs/benchmarks.md, "The decoder's upsampling").
+    # 14.23 against 14.76 in the main job, two seeds each (docs/benchmarks.md, "The decoder's upsampling").
     "micro": dict(
         image_shape=(28, 28, 1), widths=(16, 32, 32), num_res_blocks=1, attention_resolutions=(), num_classes=10,
         dropout=0.0, norm_groups=8, upsampling="pixel_shuffle",
