@@ -35,8 +35,9 @@ class ConvBatchNormReLU(keras.layers.Layer):
 
     Computes `relu((conv(pad(x), kernel) - mean) / sqrt(var + epsilon) + beta)`,
     the port's `Conv2dLayer`, with the norm folded into the kernel and one bias
-    (`kernel · s`, `beta - mean · s` for `s = 1 / sqrt(var + epsilon)`). Padding is explicit zero padding so that the
-    asymmetric `(0, 3)` / `(3, 0)` pairs of the 1x7 and 7x1 kernels are exact.
+    (`kernel · s`, `beta - mean · s` for `s = 1 / sqrt(var + epsilon)`).
+    Padding is explicit zero padding so that the asymmetric `(0, 3)` /
+    `(3, 0)` pairs of the 1x7 and 7x1 kernels are exact.
 
     Args:
         filters: output channels.
