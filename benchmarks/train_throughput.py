@@ -17,7 +17,8 @@ from keras_diffusion.backend import cpu_description, tensorflow_graph_rewrites
 
 PRESETS = {
     "mnist": lambda **overrides: kd.models.UNet.preset("mnist", **overrides),
-    "micro": lambda **overrides: kd.models.UNet.preset("micro", **overrides),  # the main job's network (0.30 M; 0.27 M with --upsampling nearest_conv, before 2026-12-02 evening)
+    # The main job's network (0.30 M; 0.27 M with --upsampling nearest_conv, its upsampling until 2026-12-02).
+    "micro": lambda **overrides: kd.models.UNet.preset("micro", **overrides),
     "tiny": lambda **overrides: kd.models.UNet.preset("tiny", **overrides),  # the CLI's default (1.06 M)
     # The 1.4 M-parameter net the project's first CPU measurements used.
     "probe": lambda **overrides: kd.models.UNet(

@@ -29,9 +29,10 @@ def unet_forward_flops(unet) -> int:
     concatenated skips and the upsampling of its `upsampling` (DDPM's
     nearest-neighbour ×2 then a 3×3 convolution; `conv_nearest`: the
     convolution at the lower side; `pixel_shuffle`: there, to 4× the next
-    level's width, which the next level then has), and conv_out; with `patch_size` p every level runs at 1/p of
-    the side on p·p·C input channels. Per-image costs of the time/class
-    embedding are included; they are negligible.
+    level's width, which the next level then has), and conv_out; with
+    `patch_size` p every level runs at 1/p of the side on p·p·C input
+    channels. Per-image costs of the time/class embedding are included; they
+    are negligible.
 
     Args:
         unet: a `keras_diffusion.models.UNet`.

@@ -56,7 +56,6 @@ def test_importing_keras_diffusion_sets_the_flag_on_jax_only():
     assert flags.stdout.strip() == (backend.XLA_CPU_CONVOLUTION_FLAG if wanted else "")
 
 
-
 def test_grappler_is_off_on_a_cpu_after_import_unless_asked_on():
     # The tests run with what importing keras_diffusion set (conftest leaves it alone).
     if ON_JAX:
