@@ -91,7 +91,7 @@ RECIPES = {
     "patch2": {**ADOPTED, "network": "patch2"},
     "patch2_32_64": {**ADOPTED, "network": "patch2_32_64"},
     "patch2_64_64": {**ADOPTED, "network": "patch2_64_64"},
-    # micro at its measured peak (kd.models.unet.PEAK_LEARNING_RATES), and its upsampling variants at the same.
+    # micro at its peak until 2026-12-02 (3e-3; kd.models.unet.PEAK_LEARNING_RATES), its upsampling variants the same.
     "micro_3e-3": {**ADOPTED, "network": "narrow", "learning_rate": 3e-3},
     "conv_nearest_3e-3": {**ADOPTED, "network": "micro_conv_nearest", "learning_rate": 3e-3},
     "pixel_shuffle_3e-3": {**ADOPTED, "network": "micro_pixel_shuffle", "learning_rate": 3e-3},
