@@ -12,8 +12,8 @@ Usage:
 It builds the same pair of networks (the probe U-Net: widths 32, 64, 64, two
 residual blocks per level, GroupNorm with 8 groups, one-head attention at
 7x7 and in the middle, DDPM's nearest-neighbour upsampling and 3x3
-convolution; `--widths` etc. as there), walks both in the same order, and
-pairs each of our layers with its diffusers module: residual blocks
+convolution; `--preset`, `--widths`, `--attention` etc. as there, without
+dropout), walks both in the same order, and pairs each of our layers with its diffusers module: residual blocks
 (`ResnetBlock2D`), attention (`Attention`), the stride-2 downsampling
 convolution (`Downsample2D`), the upsampling (`Upsample2D`), the skip
 concatenations (`torch.cat`), the first convolution, the time embedding and
@@ -48,7 +48,7 @@ from keras import ops
 
 import keras_diffusion as kd
 from jax_cpu_profile import compile_pair
-from vs_diffusers import PRESETS, attention_side, build_diffusers
+from vs_diffusers import add_network_arguments, build_diffusers, network_from_arguments
 
 
 def keras_input_shapes(layer, batch):
@@ -168,21 +168,15 @@ def describe(name, layer, shapes):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="probe", choices=sorted(PRESETS), help="defaults for the network flags")
-    parser.add_argument("--image", help="HxWxC")
-    parser.add_argument("--widths", help="channels per level, comma-separated")
-    parser.add_argument("--res-blocks", type=int, help="residual blocks per level")
-    parser.add_argument("--norm-groups", type=int)
+    add_network_arguments(parser)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--number", type=int, default=5, help="calls per timed run")
     parser.add_argument("--repeats", type=int, default=4, help="timed runs per side, alternating; the best is kept")
     parser.add_argument("--only", nargs="*", default=[], help="substrings of block names to time (and 'unet')")
     args = parser.parse_args()
-    for name, value in PRESETS[args.preset].items():
-        if getattr(args, name, None) is None:
-            setattr(args, name, value)
-    if args.dropout:
-        raise SystemExit("layers_vs_diffusers.py times networks without dropout; use --preset probe")
+    image_shape, widths, res_blocks, norm_groups, attention, dropout = network_from_arguments(args)
+    if dropout:
+        raise SystemExit("layers_vs_diffusers.py times networks without dropout: add --dropout 0")
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as vs_diffusers.py: before torch loads
     try:
@@ -190,18 +184,15 @@ def main():
     except ImportError as error:
         raise SystemExit('layers_vs_diffusers.py needs torch and diffusers: pip install -e ".[bench]"') from error
 
-    image_shape = tuple(int(d) for d in args.image.split("x"))
-    widths = tuple(int(w) for w in args.widths.split(","))
-    attention = (attention_side(image_shape, widths),)
-    ours = kd.models.UNet(image_shape=image_shape, widths=widths, num_res_blocks=args.res_blocks,
-                          attention_resolutions=attention, norm_groups=args.norm_groups)  # fmt: skip
+    ours = kd.models.UNet(image_shape=image_shape, widths=widths, num_res_blocks=res_blocks,
+                          attention_resolutions=attention, norm_groups=norm_groups)  # fmt: skip
     torch.manual_seed(0)
-    theirs = build_diffusers(image_shape, widths, args.res_blocks, args.norm_groups, attention, 0.0)
+    theirs = build_diffusers(image_shape, widths, res_blocks, norm_groups, attention, 0.0)
     attends = [image_shape[0] // 2**level in attention for level in range(len(widths))]
     rng = np.random.default_rng(0)
 
     rows = {}  # label -> [count, ours fwd, theirs fwd, ours fwd+bwd, theirs fwd+bwd]
-    for name, our_layers, their_module in block_pairs(ours, theirs, widths, args.res_blocks, attends, torch):
+    for name, our_layers, their_module in block_pairs(ours, theirs, widths, res_blocks, attends, torch):
         if name == "time embedding":
             shapes = [(args.batch,)]
             label = name

@@ -76,6 +76,39 @@ def attention_side(image_shape, widths) -> int:
     return image_shape[0] // 2 ** (len(widths) - 1)
 
 
+def add_network_arguments(parser) -> None:
+    """The flags of the compared network pair (also `layers_vs_diffusers.py`'s)."""
+    parser.add_argument("--preset", default="probe", choices=sorted(PRESETS), help="defaults for the network flags")
+    parser.add_argument("--image", help="HxWxC: 28x28x1 (MNIST) or 32x32x3 (CIFAR)")
+    parser.add_argument("--widths", help="channels per level, comma-separated")
+    parser.add_argument("--res-blocks", type=int, help="residual blocks per level")
+    parser.add_argument("--norm-groups", type=int)
+    parser.add_argument("--attention", help="feature-map sides with attention, comma-separated (default: lowest)")
+    parser.add_argument("--dropout", type=float)
+
+
+def network_from_arguments(args) -> tuple:
+    """(image_shape, widths, res_blocks, norm_groups, attention sides, dropout) from the flags, the preset filling in."""
+    for name, value in PRESETS[args.preset].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    image_shape = tuple(int(d) for d in args.image.split("x"))
+    widths = tuple(int(w) for w in args.widths.split(","))
+    attention = (
+        tuple(int(side) for side in args.attention.split(","))
+        if args.attention
+        else (attention_side(image_shape, widths),)
+    )
+    sides = [image_shape[0] // 2**level for level in range(len(widths))]
+    narrower = [side for side in attention if side in sides and widths[sides.index(side)] != widths[-1]]
+    if narrower:  # diffusers takes one attention_head_dim for every block
+        raise SystemExit(
+            f"--attention {args.attention}: the levels at {narrower} are narrower than widths[-1]={widths[-1]}, "
+            "so diffusers' attention there would not have one head as ours; attend only at levels as wide as the last."
+        )
+    return image_shape, widths, args.res_blocks, args.norm_groups, attention, args.dropout
+
+
 def build_ours(image_shape, widths, num_res_blocks, norm_groups, attention, dropout, ema: bool, jit_compile):
     unet = kd.models.UNet(
         image_shape=image_shape,
@@ -194,13 +227,7 @@ def timed(step, steps: int) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="probe", choices=sorted(PRESETS), help="defaults for the network flags")
-    parser.add_argument("--image", help="HxWxC: 28x28x1 (MNIST) or 32x32x3 (CIFAR)")
-    parser.add_argument("--widths", help="channels per level, comma-separated")
-    parser.add_argument("--res-blocks", type=int, help="residual blocks per level")
-    parser.add_argument("--norm-groups", type=int)
-    parser.add_argument("--attention", help="feature-map sides with attention, comma-separated (default: lowest)")
-    parser.add_argument("--dropout", type=float)
+    add_network_arguments(parser)
     parser.add_argument("--torch-device", default="cpu", help="diffusers' device: cpu or cuda")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=6, help="timed rounds per side, alternating")
@@ -215,9 +242,7 @@ def main():
     parser.add_argument("--peak-size", type=int, default=2048, help="n of the n x n matmuls for the peak")
     parser.add_argument("--peak-dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
-    for name, value in PRESETS[args.preset].items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    network = network_from_arguments(args)
 
     # torch's OpenMP threads busy-wait at every barrier by default; on a machine where other
     # processes compete for the cores that makes eager torch several times slower (measured 7x
@@ -229,20 +254,7 @@ def main():
     except ImportError as error:
         raise SystemExit('vs_diffusers.py needs torch and diffusers: pip install -e ".[bench]"') from error
 
-    image_shape = tuple(int(d) for d in args.image.split("x"))
-    widths = tuple(int(w) for w in args.widths.split(","))
-    attention = (
-        tuple(int(side) for side in args.attention.split(","))
-        if args.attention
-        else (attention_side(image_shape, widths),)
-    )
-    sides = [image_shape[0] // 2**level for level in range(len(widths))]
-    narrower = [side for side in attention if side in sides and widths[sides.index(side)] != widths[-1]]
-    if narrower:  # diffusers takes one attention_head_dim for every block
-        raise SystemExit(
-            f"--attention {args.attention}: the levels at {narrower} are narrower than widths[-1]={widths[-1]}, "
-            "so diffusers' attention there would not have one head as ours; attend only at levels as wide as the last."
-        )
+    image_shape, widths, _, _, attention, _ = network
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
     torch_device = torch.device(args.torch_device)
     on_cpu = torch_device.type == "cpu"
@@ -254,7 +266,6 @@ def main():
     peaks = peaks_now()
 
     keras.config.set_dtype_policy(args.dtype_policy)
-    network = (image_shape, widths, args.res_blocks, args.norm_groups, attention, args.dropout)
     ours_unet, ours = build_ours(*network, args.ema, jit)
     torch.manual_seed(0)
     theirs_unet = build_diffusers(*network).to(torch_device)
