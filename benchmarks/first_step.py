@@ -52,7 +52,7 @@ def main():
     start = time.perf_counter()
     unet = PRESETS[args.preset]()
     model = kd.DiffusionModel(unet, seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.compile(optimizer=kd.optimizers.Adam(1e-3))
     build = time.perf_counter() - start
     first_fit = seconds(lambda: model.fit(images, labels, batch_size=args.batch, epochs=1, verbose=0))
     second_fit = seconds(lambda: model.fit(images, labels, batch_size=args.batch, epochs=1, verbose=0))

@@ -131,7 +131,7 @@ def build(settings: dict, args, updates: int) -> kd.DiffusionModel:
     unet = kd.models.UNet.preset(preset, **overrides)
     ema_decay = settings["ema_decay"] or args.ema_decay
     model = kd.DiffusionModel(unet, ema_decay=ema_decay, seed=args.seed, **settings["model"])
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate(settings, updates), beta_2=settings["beta_2"]))
+    model.compile(optimizer=kd.optimizers.Adam(learning_rate(settings, updates), beta_2=settings["beta_2"]))
     return model
 
 

@@ -88,7 +88,7 @@ def measure(device_count):
     with distribution_scope(devices):
         keras.utils.set_random_seed(0)
         model = kd.DiffusionModel(PRESETS[ARGS.preset](), seed=0)
-        model.compile(optimizer=keras.optimizers.Adam(2e-4))
+        model.compile(optimizer=kd.optimizers.Adam(2e-4))
         rng = np.random.default_rng(0)
         count = global_batch * (ARGS.warmup + ARGS.steps)
         images = rng.uniform(0, 1, (count,) + model.image_shape).astype("float32")

@@ -47,7 +47,7 @@ def main():
     unet = PRESETS[args.preset](**({"upsampling": args.upsampling} if args.upsampling else {}))
     model = kd.DiffusionModel(unet, seed=0)
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
-    model.compile(optimizer=keras.optimizers.Adam(2e-4), jit_compile=jit)
+    model.compile(optimizer=kd.optimizers.Adam(2e-4), jit_compile=jit)
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 1, (args.batch, 28, 28, 1)).astype("float32")
     labels = rng.integers(0, 10, args.batch).astype("int32")

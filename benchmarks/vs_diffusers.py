@@ -119,7 +119,7 @@ def build_ours(image_shape, widths, num_res_blocks, norm_groups, attention, drop
         dropout=dropout,
     )
     model = kd.DiffusionModel(unet, schedule="linear", timesteps=TIMESTEPS, ema_decay=EMA_DECAY if ema else None, seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), jit_compile=jit_compile)
+    model.compile(optimizer=kd.optimizers.Adam(LEARNING_RATE), jit_compile=jit_compile)
     return unet, model
 
 

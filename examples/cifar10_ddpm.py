@@ -169,7 +169,7 @@ def main(argv=None, feature_extractor=None):
     unet = kd.models.UNet(image_shape=(32, 32, 3), num_classes=len(CLASS_NAMES), **config)
     schedule = kd.schedules.LinearSchedule(args.timesteps, beta_start=1e-4, beta_end=args.beta_end)
     model = kd.DiffusionModel(unet, schedule=schedule, ema_decay=0.999, class_dropout=0.1, seed=args.seed)
-    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+    model.compile(optimizer=kd.optimizers.Adam(args.learning_rate))
     sampling = dict(sampler="ddim", steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed)
     callbacks = []
     if args.fid_samples:

@@ -137,7 +137,7 @@ def build_models(quick: bool, num_classes: int | None = None):
 
 def train_diffusion(model, images, labels, args, name):
     """Fits `model` on the images (and labels, for a class-conditional denoiser); returns its figures."""
-    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+    model.compile(optimizer=kd.optimizers.Adam(args.learning_rate))
     meter = ThroughputMeter(args.batch_size)
     start = time.perf_counter()
     model.fit(
@@ -160,7 +160,7 @@ def compare_throughput(latent_model, pixel_model, images, labels, args):
     copies = {"latent": LatentDiffusionModel.from_config(latent_model.get_config()),
               "pixel": kd.DiffusionModel.from_config(pixel_model.get_config())}  # fmt: skip
     for copy in copies.values():
-        copy.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+        copy.compile(optimizer=kd.optimizers.Adam(args.learning_rate))
         for _ in range(2):
             copy.train_on_batch(batch, _labels_for(copy, labels))
     rates = {name: [] for name in copies}
@@ -231,7 +231,7 @@ def main(argv=None):
         print(f"Autoencoder: loaded {args.autoencoder}")
     else:
         print(f"Autoencoder: {autoencoder.count_params():,} params, {images.shape[1:]} -> {autoencoder.latent_shape}")
-        autoencoder.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+        autoencoder.compile(optimizer=kd.optimizers.Adam(args.learning_rate))
         meter = ThroughputMeter(args.batch_size)
         start = time.perf_counter()
         autoencoder.fit(images, batch_size=args.batch_size, epochs=args.autoencoder_epochs, shuffle=True, callbacks=[meter], verbose=2)

@@ -224,7 +224,7 @@ def main(argv=None, feature_extractor=None, classifier=None):
         learning_rate = keras.optimizers.schedules.PolynomialDecay(args.learning_rate, updates, end_learning_rate=0.0)
     else:
         learning_rate = kd.learning_rates.warmup_cosine(args.learning_rate, max(updates, 2))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    model.compile(optimizer=kd.optimizers.Adam(learning_rate))
     sampling = dict(sampler=args.sampler, steps=args.steps)
     real = test_images[: args.fid_real]
     if args.fid_samples or args.final_fid_samples or args.sweep_samples:

@@ -90,7 +90,7 @@ def train_model(args) -> kd.DiffusionModel:
     unet = kd.models.UNet.mnist(widths=args.widths, num_res_blocks=1, attention_resolutions=(7,),
                                 norm_groups=math.gcd(8, *args.widths), dropout=0.0)  # fmt: skip
     model = kd.DiffusionModel(unet, schedule="linear", timesteps=1000, ema_decay=0.999, class_dropout=0.1, seed=args.seed)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.compile(optimizer=kd.optimizers.Adam(1e-3))
     print(f"Training a {unet.count_params():,}-parameter U-Net on {len(images):,} digits for {args.epochs} epoch(s).")
     model.fit(images, labels, batch_size=64, epochs=args.epochs, shuffle=True, verbose=2)
     save_model_atomically(model, os.path.join(args.out, "model.keras"))

@@ -86,7 +86,7 @@ def main(argv=None):
     learning_rate = args.learning_rate or kd.models.unet.peak_learning_rate(args.preset)
     if args.lr_schedule == "cosine":
         learning_rate = kd.learning_rates.warmup_cosine(learning_rate, max(updates, 2))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    model.compile(optimizer=kd.optimizers.Adam(learning_rate))
     print(f"Training a {unet.count_params():,}-parameter U-Net on {len(images):,} digits for {args.epochs} epochs "
           f"({keras.backend.backend()} backend).")  # fmt: skip
     callbacks = [

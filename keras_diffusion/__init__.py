@@ -17,6 +17,7 @@ from keras_diffusion import (  # noqa: E402
     metrics,
     models,
     noise,
+    optimizers,
     predictions,
     samplers,
     schedules,

@@ -303,8 +303,10 @@ class DiffusionModel(OwnLossModel):
         else:
             decays = [ops.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))] * len(self._ema_sets)
         for decay, ema_set in zip(decays, self._ema_sets):
+            rate = 1.0 - decay  # once per EMA, not per variable: fewer operations to trace (as kd.optimizers.Adam)
             for ema, variable in zip(ema_set, self.denoiser.trainable_variables):
-                ema.assign(ema + (1.0 - decay) * (ops.stop_gradient(ops.cast(variable, ema.dtype)) - ema))
+                weights = variable.value if variable.dtype == ema.dtype else ops.cast(variable, ema.dtype)
+                ema.assign_add(rate * (ops.stop_gradient(weights) - ema))
         self._ema_step.assign_add(1)
 
     @property

@@ -159,7 +159,7 @@ def run_train(args) -> int:
         if args.lr_schedule == "cosine":
             updates = args.epochs * -(-len(images) // args.batch_size)
             learning_rate = kd.learning_rates.warmup_cosine(learning_rate, max(updates, 2))
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+        model.compile(optimizer=kd.optimizers.Adam(learning_rate))
 
     if dataset:
         real_images, _, _ = kd.datasets.load_dataset_or_folder(dataset, "test", args.data_dir, 32)
