@@ -30,11 +30,8 @@ class Adam(keras.optimizers.Adam):
     Takes exactly `keras.optimizers.Adam`'s arguments and gives the same
     updates; only the traced graph is smaller (about 18 operations per
     variable instead of 38), which shortens the first `fit` step on TensorFlow
-    and JAX.
-
-    Args:
-        *args: `keras.optimizers.Adam`'s positional arguments (`learning_rate`, ...).
-        **kwargs: its keyword arguments.
+    and JAX. Its arguments are `keras.optimizers.Adam`'s (`learning_rate`,
+    `beta_1`, `beta_2`, `epsilon`, `amsgrad`, `clipnorm`, ...), unchanged.
 
     Example:
     >>> import keras, numpy as np
