@@ -12,12 +12,12 @@ the requested digit).
 
 The default budget (3,000 updates of batch 64 over 48,000 digits, the 0.30 M-
 parameter `UNet.preset("micro")`, v-prediction, the cosine noise schedule, Adam
-warming up to 7e-3 and decaying to 0 by the last update: the network and recipe
+warming up to 1e-2 and decaying to 0 by the last update: the network and recipe
 that won in docs/benchmarks.md) takes 11-14 minutes of training on a 2-core
 AVX-512 CPU, plus the evaluation (3 minutes; the first run also trains the digit
 classifier and computes the test statistics once, about 4 minutes more), and
-reached FID 12.36 and 13.37 (N = 2048, two training seeds) with 97.2 and 97.5 %
-class accuracy (a peak of 3e-3: 13.96 and 14.49).
+reached FID 11.86 and 13.13 (N = 2048, two training seeds) with 97.0 and 97.7 %
+class accuracy (a peak of 7e-3: 12.36 and 13.37; 3e-3: 13.96 and 14.49).
 `--preset mnist --epochs 30 --limit 0 --batch-size 128 --learning-rate 2e-4`
 is the thesis-sized run (hours on a CPU, minutes on a GPU).
 
@@ -45,7 +45,7 @@ def parse_args(argv=None):
     parser.add_argument("--limit", type=int, default=48000, help="training digits to use (0: all 60,000)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=None,
-                        help="Adam's peak learning rate (default: the preset's measured one, 7e-3 for micro, 2e-3 "
+                        help="Adam's peak learning rate (default: the preset's measured one, 1e-2 for micro, 2e-3 "
                         "for tiny, else 2e-4; kd.models.unet.peak_learning_rate)")  # fmt: skip
     parser.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
                         help="cosine: 5 %% warm-up, then cosine decay to 0 at the last update")  # fmt: skip

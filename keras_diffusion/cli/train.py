@@ -58,7 +58,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument(
         "--learning-rate", type=positive_float, default=None,
-        help="Adam's (peak) learning rate; default 7e-3 for the micro preset and 2e-3 for tiny (measured, "
+        help="Adam's (peak) learning rate; default 1e-2 for the micro preset and 2e-3 for tiny (measured, "
         "docs/benchmarks.md), 2e-4 (DDPM's) for the larger ones",
     )  # fmt: skip
     parser.add_argument(
