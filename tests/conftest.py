@@ -82,7 +82,7 @@ def trained_mnist():
     )  # fmt: skip
     # DDPM's linear β: the loss-decrease threshold of test_diffusion_model was set on it.
     model = kd.DiffusionModel(unet, schedule="linear", class_dropout=0.2, seed=1)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.compile(optimizer=kd.optimizers.Adam(1e-3))
     history = model.fit(images, labels, batch_size=64, epochs=3, verbose=0)
     return model, history
 

@@ -94,7 +94,7 @@ def build_model(initial_weights=None):
     model = kd.DiffusionModel(unet, timesteps=100, ema_decay=0.9, class_dropout=0.3, seed=3)
     if initial_weights is not None:
         model.set_weights(initial_weights)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.compile(optimizer=kd.optimizers.Adam(1e-3))
     return model
 
 

@@ -25,7 +25,7 @@ def _train():
         mid_attention=False, kl_weight=1e-4, seed=0,
     )  # fmt: skip
     psnr_before = autoencoder.reconstruction_psnr(images)
-    autoencoder.compile(optimizer=keras.optimizers.Adam(3e-3))
+    autoencoder.compile(optimizer=kd.optimizers.Adam(3e-3))
     history = autoencoder.fit(images, batch_size=32, epochs=3, shuffle=False, verbose=0)
     return autoencoder, images, psnr_before, autoencoder.reconstruction_psnr(images), history
 

@@ -143,7 +143,7 @@ def build_diffusion_model(timesteps=100):
         num_classes=3, norm_groups=4, dropout=0.3,
     )  # fmt: skip
     model = kd.DiffusionModel(unet, timesteps=timesteps, ema_decay=0.9, class_dropout=0.3, seed=3)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.compile(optimizer=kd.optimizers.Adam(1e-3))
     return model
 
 

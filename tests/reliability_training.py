@@ -62,7 +62,7 @@ def small_denoiser(num_classes=3):
 def new_model():
     keras.utils.set_random_seed(0)  # the same initial weights in every process
     model = kd.DiffusionModel(small_denoiser(), timesteps=100, num_classes=3, seed=21)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.compile(optimizer=kd.optimizers.Adam(1e-3))
     return model
 
 

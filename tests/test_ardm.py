@@ -9,6 +9,7 @@ import pytest
 from conftest import randomise_output
 from keras import ops
 
+import keras_diffusion as kd
 from keras_diffusion.ardm import ARDM, likelihood_weight, quantize, revealed_mask
 
 
@@ -66,7 +67,7 @@ def ardm_data(mnist_subset):
 def trained_ardm(ardm_data):
     """A binarised 8×8 ARDM, its bits/dim before training, and its History after a short fit."""
     model = ARDM(image_shape=(8, 8, 1), num_levels=2, filters=16, num_blocks=2, norm_groups=4, seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    model.compile(optimizer=kd.optimizers.Adam(3e-3))
     bits_before = model.evaluate_nll(ardm_data[:256], num_draws=2, seed=0)
     history = model.fit(ardm_data, batch_size=32, epochs=4, verbose=0)
     return model, bits_before, history

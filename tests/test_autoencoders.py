@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from latent_fixtures import as_numpy, trained_autoencoder
 
+import keras_diffusion as kd
 from keras_diffusion.models import stable_diffusion_vae
 from keras_diffusion.autoencoder import AutoencoderKL, kl_to_standard_normal
 from keras_diffusion.denoising_autoencoder import DenoisingAutoencoder
@@ -133,7 +134,7 @@ def test_salt_and_pepper_sets_the_given_fraction_to_black_or_white_equally(small
 
 def test_denoising_autoencoder_learns_to_remove_its_corruption(small_digits, tmp_path):
     dae = DenoisingAutoencoder(filters=(8, 16), code_channels=4, corruption="gaussian", noise_level=0.5, seed=0)
-    dae.compile(optimizer=keras.optimizers.Adam(5e-3))
+    dae.compile(optimizer=kd.optimizers.Adam(5e-3))
     history = dae.fit(small_digits, batch_size=32, epochs=4, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     noisy = as_numpy(dae.corrupt(small_digits, seed=1))
@@ -190,7 +191,7 @@ def next_training_noise(model, images):
 def test_a_saved_and_loaded_autoencoder_continues_with_the_noise_of_the_uninterrupted_run(build, tmp_path):
     images = np.random.default_rng(0).uniform(0, 1, (16, 8, 8, 1)).astype("float32")
     model = build()
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.compile(optimizer=kd.optimizers.Adam(1e-2))
     model.fit(images, batch_size=8, epochs=1, shuffle=False, verbose=0)
     model.save(tmp_path / "model.keras")
     restored = keras.models.load_model(tmp_path / "model.keras")

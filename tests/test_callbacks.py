@@ -42,7 +42,7 @@ def fitted(tmp_path_factory):
     directory = tmp_path_factory.mktemp("run")
     images, labels = real_images(32, seed=1), np.arange(32) % NUM_CLASSES
     model = kd.DiffusionModel(tiny_unet(num_classes=NUM_CLASSES), timesteps=100, seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.compile(optimizer=kd.optimizers.Adam(1e-3))
     callbacks = {
         "fid": fid_callback(every_n_epochs=2, kid=True),
         "checkpoint": keras.callbacks.ModelCheckpoint(

@@ -4,6 +4,7 @@ import pytest
 from conftest import tiny_unet
 
 import keras_diffusion as kd
+from keras_diffusion.backend import compile_function
 
 
 def numpy_weights(variables):
@@ -58,7 +59,7 @@ def test_fit_accepts_a_tf_data_dataset_of_uint8_images_and_labels():
     import tensorflow as tf
 
     model = kd.DiffusionModel(tiny_unet(num_classes=3), timesteps=100, seed=5)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.compile(optimizer=kd.optimizers.Adam(1e-3))
     # compile() creates the optimizer's variables: a step that created them would be traced twice on TF.
     assert model.optimizer.built and len(model.optimizer.variables) > len(model.trainable_variables)
     traces = []
@@ -127,7 +128,8 @@ def test_guidance_weight_zero_equals_the_conditional_prediction(tiny_conditional
     row = np.array([60, model.schedule.alpha_bar[60], model.schedule.alpha_bar[40]], "float32")
 
     def step(guided, w):
-        fn = model._make_step_function(kd.samplers.DDIMSampler(), guided=guided, clip_denoised=False)
+        # Compiled as generate compiles it (one XLA program; eager JAX would compile every operation).
+        fn = compile_function(model._make_step_function(kd.samplers.DDIMSampler(), guided=guided, clip_denoised=False))
         x_next, _ = fn(weights, [], x, (), row, None, labels, np.float32(w))
         return keras.ops.convert_to_numpy(x_next)
 
@@ -167,7 +169,7 @@ def test_a_user_denoiser_without_num_classes_attribute_works():
 def test_a_saved_and_reloaded_model_continues_training_exactly_like_the_original(tmp_path):
     images, labels = tiny_images(), np.arange(16) % 3
     model = kd.DiffusionModel(tiny_unet(), timesteps=100, seed=8)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.compile(optimizer=kd.optimizers.Adam(1e-3))
     model.train_on_batch(images, labels)
     model.save(tmp_path / "checkpoint.keras")
     restored = keras.models.load_model(tmp_path / "checkpoint.keras")

@@ -106,7 +106,7 @@ def edm_model():
         tiny_unet(), timesteps=100, prediction="edm", sigma_data=0.6,
         timestep_sampling=LogNormalTimesteps(mean=-1.0, std=1.4), seed=0,
     )  # fmt: skip
-    model.compile(optimizer=keras.optimizers.Adam(2e-3))
+    model.compile(optimizer=kd.optimizers.Adam(2e-3))
     history = model.fit(IMAGES, rng.integers(0, 3, 256), batch_size=32, epochs=8, verbose=0)
     return model, history
 

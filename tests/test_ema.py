@@ -102,7 +102,7 @@ def power_ema_run(tmp_path_factory):
     """A tiny conditional model with two power-function EMAs, fitted 5 updates with snapshots every 2."""
     directory = tmp_path_factory.mktemp("ema")
     model = kd.DiffusionModel(tiny_unet(), timesteps=100, ema_std=STDS, seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.compile(optimizer=kd.optimizers.Adam(1e-2))
     rng = np.random.default_rng(0)
     images, labels = rng.uniform(0, 1, (40, 8, 8, 1)).astype("float32"), np.arange(40) % 3
     model.fit(images, labels, batch_size=8, epochs=1, verbose=0, callbacks=[kd.callbacks.EMASnapshots(directory, 2)])

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from latent_fixtures import as_numpy, latent_denoiser, trained_autoencoder
 
+import keras_diffusion as kd
 from keras_diffusion import DiffusionModel
 from keras_diffusion.callbacks import FIDCallback, ImageGridCallback
 from keras_diffusion.latent_diffusion_model import LatentDiffusionModel, _first_images
@@ -19,7 +20,7 @@ def trained_latent():
     """(model, autoencoder weights before fit, denoiser weights before fit, History, digits)."""
     autoencoder, images, *_ = trained_autoencoder()
     model = LatentDiffusionModel(autoencoder, latent_denoiser(autoencoder.latent_shape), timesteps=100, seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.compile(optimizer=kd.optimizers.Adam(1e-3))
     autoencoder_before = [as_numpy(v) for v in autoencoder.weights]
     denoiser_before = [as_numpy(v) for v in model.denoiser.weights]
     history = model.fit(images, batch_size=32, epochs=2, verbose=0)

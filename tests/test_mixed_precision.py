@@ -25,7 +25,7 @@ def trained(request):
     keras.mixed_precision.set_global_policy(request.param)
     try:
         model = kd.DiffusionModel(tiny_unet(), timesteps=100, ema_decay=0.9, seed=0)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        model.compile(optimizer=kd.optimizers.Adam(1e-3))
         rng = np.random.default_rng(0)
         images = rng.uniform(0, 1, (24, 8, 8, 1)).astype("float32")
         labels = rng.integers(0, 3, 24).astype("int32")

@@ -66,7 +66,7 @@ def mixture_model():
         tiny_unet(num_classes=None), timesteps=100, noise=MixtureGaussianNoise(0.3, 0.5),
         prediction="v", min_snr_gamma=5.0, seed=0,
     )  # fmt: skip
-    model.compile(optimizer=keras.optimizers.Adam(2e-3))
+    model.compile(optimizer=kd.optimizers.Adam(2e-3))
     history = model.fit(images, batch_size=32, epochs=4, verbose=0)
     return model, history
 
