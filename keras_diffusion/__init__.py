@@ -1,8 +1,13 @@
 """keras_diffusion: diffusion models for Keras 3 on TensorFlow and JAX."""
 
-from keras_diffusion.backend import skip_tensorflow_graph_rewrites, use_multithreaded_xla_cpu_convolutions
+from keras_diffusion.backend import (
+    skip_tensorflow_graph_rewrites,
+    use_multithreaded_xla_cpu_convolutions,
+    use_persistent_compilation_cache,
+)
 
 use_multithreaded_xla_cpu_convolutions()  # before anything runs on JAX; see its docstring
+use_persistent_compilation_cache()  # JAX: compiled programs kept on disk for the next run
 skip_tensorflow_graph_rewrites()  # TensorFlow on a CPU: see its docstring
 
 from keras_diffusion import (  # noqa: E402

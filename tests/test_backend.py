@@ -1,4 +1,4 @@
-"""keras_diffusion.backend: the XLA:CPU convolution flag and Grappler's setting are changed only where wanted."""
+"""keras_diffusion.backend: the XLA:CPU flag, JAX's compilation cache and Grappler are changed only where wanted."""
 
 import importlib.metadata
 import os
@@ -84,3 +84,46 @@ def test_grappler_is_off_on_a_cpu_after_import_unless_asked_on():
 def test_a_grappler_setting_other_than_on_or_off_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="KERAS_DIFFUSION_GRAPPLER must be 'on'.*or 'off'; received 'yes'"):
         backend.skip_tensorflow_graph_rewrites({backend.GRAPPLER_ENV: "yes"})
+
+
+def test_importing_keras_diffusion_gives_jax_a_compilation_cache_that_programs_are_written_to(tmp_path):
+    # Always run on JAX (a subprocess), so both halves of the suite check it; with no cache of the user's.
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("JAX_COMPILATION_CACHE")}
+    environ.update(KERAS_BACKEND="jax", KERAS_HOME=str(tmp_path / "home"))
+    environ.pop(backend.JAX_CACHE_ENV, None)
+    script = (
+        "import jax, keras_diffusion\n"
+        "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)\n"
+        "print(jax.config.jax_compilation_cache_dir)\n"
+        "jax.jit(lambda x: x * 2 + 1)(1.0).block_until_ready()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True, check=True)
+    folder = tmp_path / "home" / backend.CACHE_SUBDIR / "jax_cache"
+    assert result.stdout.strip() == str(folder)
+    assert oct(folder.stat().st_mode & 0o777) == oct(0o700)  # JAX trusts the cache: the user's alone
+    assert [p for p in folder.iterdir() if not p.name.endswith(".lock")], "no compiled program was written"
+
+
+def test_a_cache_of_the_users_own_or_off_leaves_jax_alone(tmp_path):
+    assert backend.use_persistent_compilation_cache({backend.JAX_CACHE_ENV: "off"}) is None
+    if not ON_JAX:
+        assert backend.use_persistent_compilation_cache({backend.JAX_CACHE_ENV: str(tmp_path)}) is None
+        assert not any(tmp_path.iterdir())
+        return
+    import jax
+
+    # The tests set JAX_COMPILATION_CACHE_DIR (conftest), which JAX read as its own setting: it is kept.
+    before = jax.config.jax_compilation_cache_dir
+    assert before == os.environ["JAX_COMPILATION_CACHE_DIR"]
+    assert backend.use_persistent_compilation_cache({backend.JAX_CACHE_ENV: str(tmp_path / "elsewhere")}) is None
+    assert jax.config.jax_compilation_cache_dir == before and not (tmp_path / "elsewhere").exists()
+
+
+def test_an_unwritable_cache_folder_is_skipped_not_fatal(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("JAX_COMPILATION_CACHE")}
+    environ.update(KERAS_BACKEND="jax", **{backend.JAX_CACHE_ENV: str(blocker / "cache")})
+    script = "import jax, keras_diffusion; print(jax.config.jax_compilation_cache_dir)"
+    result = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "None"

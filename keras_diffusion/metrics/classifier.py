@@ -20,8 +20,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_diffusion.backend import CACHE_SUBDIR, keras_home
 from keras_diffusion.io import save_npz_atomically
-from keras_diffusion.metrics.inception_weights import CACHE_SUBDIR, keras_home
 
 CLASSIFIER_ENV_VAR = "KERAS_DIFFUSION_MNIST_CLASSIFIER"
 CLASSIFIER_FILENAME = "mnist_classifier.npz"

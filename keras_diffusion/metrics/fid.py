@@ -14,6 +14,7 @@ import re
 import warnings
 from typing import Any
 
+from keras_diffusion.backend import CACHE_SUBDIR, keras_home
 from keras_diffusion.metrics.features import (
     FeatureExtractor,
     default_feature_extractor,
@@ -21,7 +22,6 @@ from keras_diffusion.metrics.features import (
     iterate_features,
 )
 from keras_diffusion.metrics.frechet import frechet_distance
-from keras_diffusion.metrics.inception_weights import CACHE_SUBDIR, keras_home
 from keras_diffusion.metrics.statistics import FeatureStatistics, RunningFeatureStatistics
 
 # Below the feature dimension the sample covariance is singular and FID is

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
+from keras_diffusion.backend import CACHE_SUBDIR, keras_home
 from keras_diffusion.io import save_npz_atomically
 
 WEIGHTS_ENV_VAR = "KERAS_DIFFUSION_FID_WEIGHTS"
@@ -31,21 +32,7 @@ TORCHSCRIPT_URL = (
 )
 TORCHSCRIPT_FILENAME = "inception-2015-12-05.pt"
 CONVERTED_FILENAME = "inception-2015-12-05-fid.npz"
-CACHE_SUBDIR = "keras_diffusion"
 _PARAMETER_SUFFIXES = (".weight", ".beta", ".mean", ".var")
-
-
-def keras_home() -> str:
-    """The Keras cache root that `keras.utils.get_file` uses by default.
-
-    Returns:
-        `$KERAS_HOME` if set, else `~/.keras`.
-
-    Example:
-    >>> keras_home().endswith(".keras") or "KERAS_HOME" in os.environ
-    True
-    """
-    return os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
 
 
 def cached_weights_path() -> str:
