@@ -103,3 +103,27 @@ def skip_tensorflow_bfloat16_under_an_isa_cap() -> None:
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
     if keras.backend.backend() == "tensorflow" and isa and not isa.startswith(("AVX512", "AVX10", "ALL", "DEFAULT")):
         pytest.skip(f"ONEDNN_MAX_CPU_ISA={isa}: TensorFlow's bfloat16 kernels abort under the cap (emulation only)")
+
+
+def value_and_gradients(function, *args):
+    """function(*args) and its gradients with respect to every arg (float32 numpy in, numpy out)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        value, grads = jax.value_and_grad(lambda *a: function(*a), argnums=tuple(range(len(args))))(*args)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.convert_to_tensor(a) for a in args]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            value = function(*tensors)
+        grads = tape.gradient(value, tensors)
+    else:
+        import torch
+
+        tensors = [torch.tensor(a, requires_grad=True) for a in args]
+        value = function(*tensors)
+        grads = torch.autograd.grad(value, tensors)
+    return keras.ops.convert_to_numpy(value), [keras.ops.convert_to_numpy(g) for g in grads]

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from conftest import value_and_gradients
 
 import keras_diffusion as kd
 from keras_diffusion.metrics import classifier as classifier_module
@@ -125,3 +126,26 @@ def test_mnist_classifier_rejects_a_file_of_other_weights(tmp_path):
     np.savez(path, arr_0=np.zeros(3))
     with pytest.raises(ValueError, match="delete it to retrain"):
         kd.metrics.mnist_classifier(path)
+
+
+def test_the_classifiers_pooling_equals_keras_max_pooling_in_values_and_gradients():
+    x = np.random.default_rng(0).normal(size=(3, 6, 8, 5)).astype("float32")  # no tied maxima
+    layer = classifier_module.MaxPooling2x2()
+    expected = keras.ops.convert_to_numpy(keras.layers.MaxPooling2D()(x))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x)), expected)
+    assert layer.compute_output_shape((None, 6, 8, 5)) == (None, 3, 4, 5)
+    # The gradient of sum(pool(x) * w) is w at each window's maximum and 0 elsewhere, as for Keras' layer.
+    weights = np.random.default_rng(1).normal(size=expected.shape).astype("float32")
+    windows = x.reshape(3, 3, 2, 4, 2, 5).transpose(0, 1, 3, 5, 2, 4).reshape(3, 3, 4, 5, 4)
+    is_max = windows == windows.max(axis=-1, keepdims=True)
+    wanted = (is_max * weights[..., None]).reshape(3, 3, 4, 5, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(x.shape)
+    for pooling in (layer, keras.layers.MaxPooling2D()):
+        _, (gradient,) = value_and_gradients(lambda v, pooling=pooling: keras.ops.sum(pooling(v) * weights), x)
+        np.testing.assert_allclose(gradient, wanted, atol=1e-6)
+
+
+def test_the_classifiers_pooling_round_trips_through_its_config_and_refuses_odd_sizes():
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(classifier_module.MaxPooling2x2()))
+    assert isinstance(restored, classifier_module.MaxPooling2x2)
+    with pytest.raises(ValueError, match="even height and width"):
+        restored(np.zeros((1, 5, 4, 1), "float32"))

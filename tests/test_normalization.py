@@ -3,34 +3,10 @@
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_unet
+from conftest import tiny_unet, value_and_gradients
 
 import keras_diffusion as kd
 from keras_diffusion.models import normalization
-
-
-def value_and_gradients(function, *args):
-    """function(*args) and its gradients with respect to every arg (float32 numpy in, numpy out)."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        value, grads = jax.value_and_grad(lambda *a: function(*a), argnums=tuple(range(len(args))))(*args)
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        tensors = [tf.convert_to_tensor(a) for a in args]
-        with tf.GradientTape() as tape:
-            tape.watch(tensors)
-            value = function(*tensors)
-        grads = tape.gradient(value, tensors)
-    else:
-        import torch
-
-        tensors = [torch.tensor(a, requires_grad=True) for a in args]
-        value = function(*tensors)
-        grads = torch.autograd.grad(value, tensors)
-    return keras.ops.convert_to_numpy(value), [keras.ops.convert_to_numpy(g) for g in grads]
 
 
 def two_layers(shape, groups, seed=0):

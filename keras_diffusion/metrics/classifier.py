@@ -6,7 +6,8 @@ does: the share of generated images that a classifier assigns to the class
 they were asked for. Classifier-free guidance (weight w) trades diversity for
 this accuracy, so the two are reported side by side.
 
-The MNIST classifier is trained once (about a minute on a 2-core CPU) by
+The MNIST classifier is trained once (about two minutes on TensorFlow on a 2-core
+CPU, three on JAX) by
 `mnist_classifier()` or `examples/train_mnist_classifier.py` and its weights
 are cached like the FID statistics, outside the repository:
 `$KERAS_DIFFUSION_MNIST_CLASSIFIER` if set, else
@@ -20,7 +21,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_diffusion.backend import CACHE_SUBDIR, keras_home
+from keras_diffusion.backend import CACHE_SUBDIR, keras_home, max_pool_2x2
 from keras_diffusion.io import save_npz_atomically
 
 CLASSIFIER_ENV_VAR = "KERAS_DIFFUSION_MNIST_CLASSIFIER"
@@ -134,12 +135,38 @@ def class_accuracy(
 # ----------------------------------------------------------------------------- the MNIST classifier
 
 
+@keras.saving.register_keras_serializable(package="keras_diffusion")
+class MaxPooling2x2(keras.layers.Layer):
+    """`keras.layers.MaxPooling2D()` (2×2 windows, stride 2, channels last) with a faster gradient on JAX.
+
+    The same outputs and no weights; computed by
+    `keras_diffusion.backend.max_pool_2x2`, which on JAX trains the digit
+    classifier 1.7× faster than Keras' pooling layer.
+
+    Example:
+    >>> tuple(MaxPooling2x2()(keras.ops.ones((2, 28, 28, 32))).shape)
+    (2, 14, 14, 32)
+    """
+
+    def call(self, inputs):
+        height, width = inputs.shape[1:3]
+        if height is None or width is None or height % 2 or width % 2:
+            raise ValueError(f"MaxPooling2x2 needs a known, even height and width; got the shape {inputs.shape}.")
+        return max_pool_2x2(inputs)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        return (batch, height // 2, width // 2, channels)
+
+
+
 def build_mnist_classifier(seed: int = 0) -> keras.Model:
     """A small convolutional digit classifier: 28x28x1 in [0, 1] -> 10 logits (about 0.5 M parameters).
 
     Two 3x3 convolution + max-pool stages (32 and 64 channels), dropout and a
-    128-unit dense layer; about 9 MFLOP per image, so it is trained in about a
-    minute on a CPU and adds little to an evaluation.
+    128-unit dense layer; about 9 MFLOP per image, so it is trained in two or
+    three minutes on a 2-core CPU and adds little to an evaluation. Its poolings
+    are `MaxPooling2x2`, Keras' 2×2 max pooling with a faster gradient on JAX.
 
     Args:
         seed: seed of the weight initialisers.
@@ -155,9 +182,9 @@ def build_mnist_classifier(seed: int = 0) -> keras.Model:
     layers = keras.layers
     inputs = keras.Input((28, 28, 1), name="digits")
     x = layers.Conv2D(32, 3, padding="same", activation="relu", kernel_initializer=initializer)(inputs)
-    x = layers.MaxPooling2D()(x)
+    x = MaxPooling2x2()(x)
     x = layers.Conv2D(64, 3, padding="same", activation="relu", kernel_initializer=initializer)(x)
-    x = layers.MaxPooling2D()(x)
+    x = MaxPooling2x2()(x)
     x = layers.Flatten()(x)
     x = layers.Dropout(0.3, seed=seed)(x)
     x = layers.Dense(128, activation="relu", kernel_initializer=initializer)(x)
@@ -240,8 +267,8 @@ def mnist_classifier(
 
     Args:
         path: the weights `.npz`; default `cached_classifier_path()`.
-        train_if_missing: train it on the MNIST training split (about a
-            minute on a CPU) and cache it when the file does not exist;
+        train_if_missing: train it on the MNIST training split (two or three
+            minutes on a 2-core CPU) and cache it when the file does not exist;
             False raises instead.
         data_dir: folder with `mnist.npz` for that training (default
             `$KERAS_DIFFUSION_DATA_DIR`, else a download).
