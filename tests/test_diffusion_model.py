@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_unet
+from conftest import randomise_output, tiny_unet
 
 import keras_diffusion as kd
 from keras_diffusion.backend import compile_function
@@ -27,7 +27,10 @@ def test_training_loss_decreases_on_a_tiny_mnist_subset(trained_mnist):
 
 @pytest.mark.parametrize("jit_compile", [True, False])
 def test_noise_and_timesteps_change_between_compiled_steps(jit_compile):
-    model = kd.DiffusionModel(tiny_unet(), timesteps=100, ema_decay=None, seed=3)
+    # A one-level U-Net: eager JAX (jit_compile=False) compiles every operation of the step on its own.
+    unet = kd.models.UNet(image_shape=(8, 8, 1), widths=(4,), num_res_blocks=1, num_classes=3, norm_groups=4)
+    randomise_output(unet)
+    model = kd.DiffusionModel(unet, timesteps=100, ema_decay=None, seed=3)
     model.compile(optimizer=keras.optimizers.SGD(0.0), jit_compile=jit_compile)
     images, labels = tiny_images(), np.arange(16) % 3
     state_before = keras.ops.convert_to_numpy(model.seed_generator.state).copy()
