@@ -105,9 +105,9 @@ def use_persistent_compilation_cache(environ: Mapping[str, str] = os.environ) ->
 
     On JAX the first `fit` step and the first `generate` call compile an XLA
     program, which took most of the first step: the 2.7 M-parameter U-Net's
-    first `fit` step 14.3 s in a fresh process, 4.1 s when the program came
-    from this cache (first `generate` 11.2 s against 7.5 s; AVX-512 CPU,
-    `benchmarks/first_step.py`, docs/benchmarks.md). A script run again, or
+    first `fit` step 10.6-11.7 s in a fresh process, 3.7-4.3 s when the
+    program came from this cache (first `generate` 9.5-10.6 s against
+    7.0-8.4 s; AVX-512 CPU, `benchmarks/first_step.py`, docs/benchmarks.md). A script run again, or
     the same model trained or sampled again in a new process, then skips
     those compilations. JAX caches only programs that took at least
     `jax_persistent_cache_min_compile_time_secs` (1 s) to compile, and keys

@@ -159,7 +159,6 @@ class MaxPooling2x2(keras.layers.Layer):
         return (batch, height // 2, width // 2, channels)
 
 
-
 def build_mnist_classifier(seed: int = 0) -> keras.Model:
     """A small convolutional digit classifier: 28x28x1 in [0, 1] -> 10 logits (about 0.5 M parameters).
 
