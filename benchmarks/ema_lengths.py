@@ -21,11 +21,11 @@ import os
 import time
 
 import keras
-
-import keras_diffusion as kd
 import recipes  # benchmarks/: the recipes, their networks and their optimizer
 from sampler_accuracy import parse_sampler  # benchmarks/: `name`, `name:spacing` or `name:setting=value`
-from keras_diffusion.backend import cpu_description
+
+import keras_diffusion as kd
+from keras_diffusion.runtime import cpu_description
 
 
 class ExponentialEMA(keras.callbacks.Callback):
@@ -105,7 +105,7 @@ def main() -> None:
     candidates = [("raw weights", raw), (f"ema_decay={args.ema_decay:g}", exponential.weights)]
     candidates += [(f"sigma_rel={std:g}", kd.ema.reconstruct(saved, target_std=std)) for std in stds]
     scorer = kd.callbacks.FIDCallback(
-        statistics, num_samples=args.num_samples, sampler=sampler, steps=args.steps,
+        statistics, num_samples=args.num_samples, sampling=kd.samplers.Sampling(sampler, steps=args.steps),
         classifier=classifier, seed=args.seed,
     )  # fmt: skip
     scorer.set_model(model)

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 import keras_diffusion as kd
-from keras_diffusion.backend import cpu_description, tensorflow_graph_rewrites
+from keras_diffusion.runtime import cpu_description, tensorflow_graph_rewrites
 
 PRESETS = {
     # The speed issue's small U-Net: 2.7 M parameters, one res block, attention at 7x7.
@@ -40,7 +40,7 @@ def main():
     parser.add_argument("--generate-steps", type=int, default=20)
     parser.add_argument("--grappler", choices=["on", "off"], default=None,
                         help="TensorFlow only: Grappler's rewriting of every traced graph; default: the library's "
-                        "choice (off without a GPU, kd.backend.skip_tensorflow_graph_rewrites)")  # fmt: skip
+                        "choice (off without a GPU, kd.runtime.skip_tensorflow_graph_rewrites)")  # fmt: skip
     args = parser.parse_args()
     rewrites = tensorflow_graph_rewrites(None if args.grappler is None else args.grappler == "on")
     grappler = "n/a" if rewrites is None else "on" if rewrites else "off"

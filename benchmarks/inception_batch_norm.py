@@ -24,8 +24,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_diffusion.backend import cpu_description, tensorflow_graph_rewrites
 from keras_diffusion.metrics import WEIGHTS_ENV_VAR, inception
+from keras_diffusion.runtime import cpu_description, tensorflow_graph_rewrites
 
 SHARED_WEIGHTS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "inception-2015-12-05-fid.npz"
 

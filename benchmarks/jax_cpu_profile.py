@@ -44,7 +44,7 @@ import numpy as np
 from keras import layers, ops
 
 import keras_diffusion as kd
-from keras_diffusion.models.layers import AttentionBlock, ResidualBlock, SinusoidalEmbedding
+from keras_diffusion.models.networks.layers import AttentionBlock, ResidualBlock, SinusoidalEmbedding
 
 
 def conv_flops(batch, size, c_in, c_out, kernel=3, stride=1):

@@ -44,11 +44,11 @@ import time
 
 import keras
 import numpy as np
+from jax_cpu_profile import compile_pair
 from keras import ops
+from vs_diffusers import add_network_arguments, build_diffusers, network_from_arguments
 
 import keras_diffusion as kd
-from jax_cpu_profile import compile_pair
-from vs_diffusers import add_network_arguments, build_diffusers, network_from_arguments
 
 
 def keras_input_shapes(layer, batch):
@@ -260,7 +260,7 @@ def time_block(function, params, inputs, const, their_forward, their_forward_bac
 def report(rows, whole, args, torch):
     backend = keras.backend.backend()
     versions = {name: importlib.metadata.version(name) for name in ("keras", "torch", "diffusers")}
-    print(f"machine   {kd.backend.cpu_description()}")
+    print(f"machine   {kd.runtime.cpu_description()}")
     print(f"software  keras {versions['keras']} on {backend}; torch {versions['torch']} "
           f"({torch.get_num_threads()} threads), diffusers {versions['diffusers']}; batch {args.batch}, float32; "
           f"best of {args.repeats} runs of {args.number} calls per side, alternating")  # fmt: skip

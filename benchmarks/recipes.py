@@ -30,7 +30,7 @@ import time
 import keras
 
 import keras_diffusion as kd
-from keras_diffusion.backend import cpu_description
+from keras_diffusion.runtime import cpu_description
 
 NETWORKS = {
     # UNet.preset("tiny"), 1.06 M parameters: one residual block per level, attention only in the middle (7x7).
@@ -91,7 +91,7 @@ RECIPES = {
     "patch2": {**ADOPTED, "network": "patch2"},
     "patch2_32_64": {**ADOPTED, "network": "patch2_32_64"},
     "patch2_64_64": {**ADOPTED, "network": "patch2_64_64"},
-    # micro at its peak until 2026-12-02 (3e-3; kd.models.unet.PEAK_LEARNING_RATES), its upsampling variants the same.
+    # micro at its peak until 2026-12-02 (3e-3; kd.training.PEAK_LEARNING_RATES), its upsampling variants the same.
     "micro_3e-3": {**ADOPTED, "network": "narrow", "learning_rate": 3e-3},
     "conv_nearest_3e-3": {**ADOPTED, "network": "micro_conv_nearest", "learning_rate": 3e-3},
     "pixel_shuffle_3e-3": {**ADOPTED, "network": "micro_pixel_shuffle", "learning_rate": 3e-3},
@@ -157,8 +157,8 @@ def run(name: str, args, images, labels, classifier, statistics, per_update: flo
     model = build(settings, args, updates)
     unet = model.denoiser
     fid = kd.callbacks.FIDCallback(
-        statistics, num_samples=args.num_samples, every_n_updates=every, sampler=args.sampler,
-        steps=args.steps, classifier=classifier, seed=args.seed, verbose=1,
+        statistics, num_samples=args.num_samples, every_n_updates=every,
+        sampling=kd.samplers.Sampling(args.sampler, steps=args.steps), classifier=classifier, seed=args.seed, verbose=1,
     )  # fmt: skip
     batch_size = settings["batch_size"]
     epochs = -(-updates * batch_size // len(images))

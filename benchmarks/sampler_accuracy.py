@@ -31,7 +31,7 @@ def parse_sampler(text: str) -> tuple[str, kd.samplers.Sampler]:
     for part in parts:
         key, equals, value = part.partition("=")
         settings.update({key: float(value)} if equals else {"spacing": part})
-    sampler = kd.samplers.get(name, **settings)
+    sampler = kd.samplers.get_sampler(name, **settings)
     extra = "".join(f", {k} {v:g}" for k, v in settings.items() if k != "spacing")
     return f"{name} ({sampler.spacing}{extra})", sampler
 

@@ -19,10 +19,10 @@ import os
 import pathlib
 
 import keras
+from sampler_accuracy import parse_sampler  # benchmarks/: `name`, `name:spacing` or `name:setting=value`
 
 import keras_diffusion as kd
 from keras_diffusion.callbacks.fid_callback import _dataset_for_shape
-from sampler_accuracy import parse_sampler  # benchmarks/: `name`, `name:spacing` or `name:setting=value`
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -56,8 +56,8 @@ def main() -> None:
 
     points = kd.metrics.fid_versus_nfe(
         model, real_statistics, [parse_sampler(text)[1] for text in args.samplers.split(",")], [int(s) for s in args.steps.split(",")],
-        num_samples=args.num_samples, guidance_scale=args.guidance_scale, batch_size=args.batch_size, fid=fid,
-        use_ema=not args.no_ema, seed=args.seed,
+        num_samples=args.num_samples, fid=fid, seed=args.seed,
+        sampling=kd.samplers.Sampling(guidance_scale=args.guidance_scale, batch_size=args.batch_size, use_ema=not args.no_ema),
         on_point=report,
     )  # fmt: skip
     kd.metrics.write_sweep(points, args.out, title=f"{pathlib.Path(args.model).name} vs {dataset} test")

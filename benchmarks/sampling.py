@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 import keras_diffusion as kd
-from keras_diffusion.backend import compile_function
+from keras_diffusion.runtime import compile_function
 
 
 def best_of(function, repeats):
@@ -41,7 +41,7 @@ def main():
     unet = kd.models.UNet.mnist()
     model = kd.DiffusionModel(unet, seed=0)
     denoiser = model.denoiser
-    trainable = [keras.ops.convert_to_tensor(v.value) for v in model._ema_variables]
+    trainable = [keras.ops.convert_to_tensor(v.value) for v in model.weight_averages.sets[0]]
     non_trainable = [keras.ops.convert_to_tensor(v.value) for v in denoiser.non_trainable_variables]
     rng = np.random.default_rng(0)
     x = keras.ops.convert_to_tensor(rng.standard_normal((args.batch, 28, 28, 1)).astype("float32"))

@@ -32,7 +32,7 @@ import numpy as np
 from keras import ops
 
 import keras_diffusion as kd
-from keras_diffusion.backend import compile_function
+from keras_diffusion.runtime import compile_function
 
 
 def probe_unet():

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 import keras_diffusion as kd
-from keras_diffusion.backend import cpu_description, tensorflow_graph_rewrites
+from keras_diffusion.runtime import cpu_description, tensorflow_graph_rewrites
 
 PRESETS = {
     "mnist": lambda **overrides: kd.models.UNet.preset("mnist", **overrides),
@@ -33,13 +33,13 @@ def main():
     parser.add_argument("--preset", choices=sorted(PRESETS), default="mnist")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
-    parser.add_argument("--upsampling", choices=kd.models.unet.UPSAMPLING, default=None,
+    parser.add_argument("--upsampling", choices=kd.models.networks.unet.UPSAMPLING, default=None,
                         help="the decoder's upsampling (UNet's `upsampling`); default: the preset's")  # fmt: skip
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps (compilation)")
     parser.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"])
     parser.add_argument("--grappler", choices=["on", "off"], default=None,
                         help="TensorFlow only: Grappler's rewriting of every traced graph; default: the library's "
-                        "choice (off without a GPU, kd.backend.skip_tensorflow_graph_rewrites)")  # fmt: skip
+                        "choice (off without a GPU, kd.runtime.skip_tensorflow_graph_rewrites)")  # fmt: skip
     args = parser.parse_args()
     rewrites = tensorflow_graph_rewrites(None if args.grappler is None else args.grappler == "on")
     grappler = "n/a" if rewrites is None else "on" if rewrites else "off"

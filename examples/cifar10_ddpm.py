@@ -56,7 +56,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import keras_diffusion as kd
-from keras_diffusion.io import save_model_atomically, write_bytes_atomically
+from keras_diffusion.data.files import save_model_atomically, write_bytes_atomically
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 AIRPLANE = 0
@@ -170,18 +170,19 @@ def main(argv=None, feature_extractor=None):
     schedule = kd.schedules.LinearSchedule(args.timesteps, beta_start=1e-4, beta_end=args.beta_end)
     model = kd.DiffusionModel(unet, schedule=schedule, ema_decay=0.999, class_dropout=0.1, seed=args.seed)
     model.compile(optimizer=kd.optimizers.Adam(args.learning_rate))
-    sampling = dict(sampler="ddim", steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed)
+    sampling = kd.samplers.Sampling("ddim", steps=args.steps, guidance_scale=args.guidance_scale)
     callbacks = []
     if args.fid_samples:
         callbacks.append(
             kd.callbacks.FIDCallback(
                 test_images[: args.fid_real], num_samples=args.fid_samples, feature_extractor=feature_extractor,
-                verbose=1, **sampling,
+                verbose=1, sampling=sampling, seed=args.seed,
             )  # fmt: skip
         )
     callbacks += [
         kd.callbacks.ImageGridCallback(
-            os.path.join(args.out, "grids"), labels=[0, 1, 2, 3], columns=8, real_images=test_images[:32], **sampling
+            os.path.join(args.out, "grids"), labels=[0, 1, 2, 3], columns=8, real_images=test_images[:32],
+            sampling=sampling, seed=args.seed,
         ),
         kd.callbacks.TrainingCurvesCallback(os.path.join(args.out, "curves.png"), metrics=["loss", "fid"]),
     ]

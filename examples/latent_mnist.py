@@ -48,9 +48,9 @@ import numpy as np
 
 import keras_diffusion as kd
 from keras_diffusion.callbacks.image_grid import make_image_grid
-from keras_diffusion.latent_diffusion_model import LatentDiffusionModel
-from keras_diffusion.io import save_model_atomically, write_bytes_atomically
-from keras_diffusion.autoencoder import AutoencoderKL
+from keras_diffusion.data.files import save_model_atomically, write_bytes_atomically
+from keras_diffusion.models.autoencoder import AutoencoderKL
+from keras_diffusion.models.latent_diffusion_model import LatentDiffusionModel
 
 
 class ThroughputMeter(keras.callbacks.Callback):

@@ -73,7 +73,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import keras_diffusion as kd
-from keras_diffusion.io import save_model_atomically, write_bytes_atomically
+from keras_diffusion.data.files import save_model_atomically, write_bytes_atomically
 
 PRESETS = {
     # The thesis' settings (section 4.1); about an hour on one GPU.
@@ -160,15 +160,16 @@ class DigitGridCallback(keras.callbacks.Callback):
     Args:
         directory: where `epoch_NNNN.png` go.
         real: real images laid out by `real_digit_columns`.
-        sampling: keyword arguments of `generate` (sampler, steps, guidance_scale, seed).
+        sampling: the `kd.samplers.Sampling` of the grids.
+        seed: the grids' seed, the same every epoch.
     """
 
-    def __init__(self, directory, real, sampling):
+    def __init__(self, directory, real, sampling, seed):
         super().__init__()
-        self.directory, self.real, self.sampling = directory, real, sampling
+        self.directory, self.real, self.sampling, self.seed = directory, real, sampling, seed
 
     def on_epoch_end(self, epoch, logs=None):
-        generated = self.model.generate(len(self.real), labels=digit_columns(GRID_ROWS), **self.sampling)
+        generated = self.model.generate(len(self.real), labels=digit_columns(GRID_ROWS), seed=self.seed, **self.sampling.arguments())
         save_grid_over_real(os.path.join(self.directory, f"epoch_{epoch + 1:04d}.png"), generated, self.real)
 
 
@@ -183,7 +184,8 @@ def save_guidance_sweep(path, model, weights, sampling, seed, scores=()):
     figure = Figure(figsize=(3.2 * len(weights), 1.6), dpi=150)
     FigureCanvasAgg(figure)
     for index, weight in enumerate(weights):
-        images = model.generate(GRID_ROWS * NUM_CLASSES, labels=digit_columns(GRID_ROWS), guidance_scale=weight, seed=seed, **sampling)
+        images = model.generate(GRID_ROWS * NUM_CLASSES, labels=digit_columns(GRID_ROWS), seed=seed,
+                                 **sampling.replace(guidance_scale=weight).arguments())
         axes = figure.add_subplot(1, len(weights), index + 1)
         axes.imshow(kd.callbacks.make_image_grid(images, NUM_CLASSES)[..., 0], cmap="gray", vmin=0, vmax=1)
         title = f"w = {weight:g}"
@@ -220,12 +222,9 @@ def main(argv=None, feature_extractor=None, classifier=None):
         schedule = kd.schedules.CosineSchedule(args.timesteps)
     model = kd.DiffusionModel(unet, schedule=schedule, ema_decay=0.999, class_dropout=args.class_dropout, seed=args.seed)
     updates = args.epochs * math.ceil(len(images) / args.batch_size)
-    if args.lr_schedule == "linear":
-        learning_rate = keras.optimizers.schedules.PolynomialDecay(args.learning_rate, updates, end_learning_rate=0.0)
-    else:
-        learning_rate = kd.learning_rates.warmup_cosine(args.learning_rate, max(updates, 2))
-    model.compile(optimizer=kd.optimizers.Adam(learning_rate))
-    sampling = dict(sampler=args.sampler, steps=args.steps)
+    schedule = "linear" if args.lr_schedule == "linear" else "cosine"
+    model.compile(optimizer=kd.training.optimizer_for_run(updates, learning_rate=args.learning_rate, schedule=schedule))
+    sampling = kd.samplers.Sampling(args.sampler, steps=args.steps)
     real = test_images[: args.fid_real]
     if args.fid_samples or args.final_fid_samples or args.sweep_samples:
         # Computed once here (and cached on disk under the Inception network) for every FID below.
@@ -236,20 +235,20 @@ def main(argv=None, feature_extractor=None, classifier=None):
     if args.fid_samples:
         every = dict(every_seconds=60 * args.fid_every_minutes) if args.fid_every_minutes else {}
         fid_callback = kd.callbacks.FIDCallback(
-            real, num_samples=args.fid_samples, guidance_scale=0.0, seed=args.seed,
-            feature_extractor=feature_extractor, verbose=1, **every, **sampling,
+            real, num_samples=args.fid_samples, sampling=sampling, seed=args.seed,
+            feature_extractor=feature_extractor, verbose=1, **every,
         )  # fmt: skip
         callbacks.append(fid_callback)
     callbacks += [
         DigitGridCallback(
             os.path.join(args.out, "grids"), real_digit_columns(test_images, test_labels, GRID_ROWS),
-            dict(guidance_scale=0.0, seed=args.seed, **sampling),
+            sampling, args.seed,
         ),  # fmt: skip
         kd.callbacks.TrainingCurvesCallback(os.path.join(args.out, "curves.png"), metrics=["loss", "fid"]),
     ]
     print(f"Training a {unet.count_params():,}-parameter conditional U-Net on {len(images):,} digits for "
           f"{args.epochs} epochs ({updates:,} updates of batch {args.batch_size}), T = {args.timesteps} "
-          f"({keras.backend.backend()} backend, {kd.backend.cpu_description()}).")  # fmt: skip
+          f"({keras.backend.backend()} backend, {kd.runtime.cpu_description()}).")  # fmt: skip
     start = time.perf_counter()
     history = model.fit(
         images, labels, batch_size=args.batch_size, epochs=args.epochs, shuffle=True, callbacks=callbacks, verbose=2
@@ -262,7 +261,7 @@ def main(argv=None, feature_extractor=None, classifier=None):
 
     results = dict(
         preset=args.preset, updates=updates, batch_size=args.batch_size, wall_seconds=round(seconds, 1),
-        machine=kd.backend.cpu_description(), backend=keras.backend.backend(), sampler=args.sampler, steps=args.steps,
+        machine=kd.runtime.cpu_description(), backend=keras.backend.backend(), sampler=args.sampler, steps=args.steps,
         curve=fid_callback.history if args.fid_samples else [],
     )  # fmt: skip
     if args.final_fid_samples:
@@ -292,8 +291,8 @@ def evaluate(model, real, num_samples, guidance_scale, sampling, seed, feature_e
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # N < 2048 only when asked for
         callback = kd.callbacks.FIDCallback(
-            real, num_samples=num_samples, guidance_scale=guidance_scale, seed=seed,
-            feature_extractor=feature_extractor, classifier=classifier, **sampling,
+            real, num_samples=num_samples, sampling=sampling.replace(guidance_scale=guidance_scale), seed=seed,
+            feature_extractor=feature_extractor, classifier=classifier,
         )  # fmt: skip
     callback.set_model(model)
     return {name: float(value) for name, value in callback.evaluate().items()}

@@ -41,7 +41,7 @@ import keras
 import numpy as np
 
 import keras_diffusion as kd
-from keras_diffusion.io import save_model_atomically
+from keras_diffusion.data.files import save_model_atomically
 from keras_diffusion.metrics.fid import MIN_RECOMMENDED_SAMPLES
 
 FULL = dict(samplers="ddim,dpmpp_2m,euler,heun,ddpm", steps="5,10,20,50,100", num_samples=2048, epochs=3, limit=0,
@@ -131,7 +131,7 @@ def main(argv=None, feature_extractor=None) -> list:
             warnings.simplefilter("ignore", UserWarning)
         points = kd.metrics.fid_versus_nfe(
             model, real_statistics, args.samplers, args.steps, num_samples=args.num_samples,
-            guidance_scale=args.guidance_scale, seed=args.seed, fid=fid, on_point=report,
+            sampling=kd.samplers.Sampling(guidance_scale=args.guidance_scale), seed=args.seed, fid=fid, on_point=report,
         )  # fmt: skip
     kd.metrics.write_sweep(points, os.path.join(args.out, "fid_vs_nfe.png"), title="MNIST, same seed for every point")
     save_samples_by_sampler(os.path.join(args.out, "samples.png"), model, args.samplers, args.grid_steps,

@@ -38,6 +38,7 @@ import numpy as np
 
 import keras_diffusion as kd
 
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/mnist", help="output folder")
@@ -46,7 +47,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="Adam's peak learning rate (default: the preset's measured one, 1e-2 for micro, 2e-3 "
-                        "for tiny, else 2e-4; kd.models.unet.peak_learning_rate)")  # fmt: skip
+                        "for tiny, else 2e-4; kd.training.peak_learning_rate)")  # fmt: skip
     parser.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
                         help="cosine: 5 %% warm-up, then cosine decay to 0 at the last update")  # fmt: skip
     parser.add_argument("--schedule", choices=["cosine", "linear"], default="cosine", help="noise schedule, T = 1000")
@@ -83,16 +84,13 @@ def main(argv=None):
         unet, schedule=args.schedule, timesteps=1000, ema_decay=0.999, class_dropout=0.1, seed=args.seed
     )
     updates = args.epochs * -(-len(images) // args.batch_size)
-    learning_rate = args.learning_rate or kd.models.unet.peak_learning_rate(args.preset)
-    if args.lr_schedule == "cosine":
-        learning_rate = kd.learning_rates.warmup_cosine(learning_rate, max(updates, 2))
-    model.compile(optimizer=kd.optimizers.Adam(learning_rate))
+    model.compile(optimizer=kd.training.optimizer_for_run(updates, args.preset, args.learning_rate, args.lr_schedule))
     print(f"Training a {unet.count_params():,}-parameter U-Net on {len(images):,} digits for {args.epochs} epochs "
           f"({keras.backend.backend()} backend).")  # fmt: skip
     callbacks = [
         kd.callbacks.ImageGridCallback(
-            os.path.join(args.out, "grids"), labels=[0, 1, 2, 3], real_images=real_images, steps=args.steps,
-            guidance_scale=args.guidance_scale, sampler=args.sampler,
+            os.path.join(args.out, "grids"), labels=[0, 1, 2, 3], real_images=real_images,
+            sampling=kd.samplers.Sampling(args.sampler, steps=args.steps, guidance_scale=args.guidance_scale),
         ),  # fmt: skip
         kd.callbacks.TrainingCurvesCallback(os.path.join(args.out, "curves.png")),
     ]
@@ -107,7 +105,7 @@ def main(argv=None):
     grid_path = os.path.join(args.out, "samples.png")
     kd.callbacks.save_image_atomically(grid_path, kd.callbacks.make_image_grid(samples, columns=8))
     model_path = os.path.join(args.out, "model.keras")
-    kd.io.save_model_atomically(model, model_path)  # never a half-written model.keras
+    kd.data.files.save_model_atomically(model, model_path)  # never a half-written model.keras
     print(f"Wrote {grid_path} and {model_path}.")
     if args.eval_samples:
         evaluate(model, args)
@@ -126,8 +124,8 @@ def evaluate(model, args, feature_extractor=None, classifier=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # N < 2048 only when asked for
         fid = kd.callbacks.FIDCallback(
-            real, num_samples=args.eval_samples, sampler=args.eval_sampler, steps=args.eval_steps,
-            guidance_scale=args.eval_guidance_scale, feature_extractor=feature_extractor,
+            real, num_samples=args.eval_samples, feature_extractor=feature_extractor,
+            sampling=kd.samplers.Sampling(args.eval_sampler, steps=args.eval_steps, guidance_scale=args.eval_guidance_scale),
             classifier=classifier if classifier is not None else kd.metrics.mnist_classifier(data_dir=args.data_dir),
             seed=args.seed,
         )  # fmt: skip
@@ -137,7 +135,7 @@ def evaluate(model, args, feature_extractor=None, classifier=None):
         f"FID {results['fid']:.2f} (N = {args.eval_samples} generated vs {len(test_images)} MNIST test digits; "
         f"{args.eval_sampler}, {args.eval_steps} steps, w = {args.eval_guidance_scale:g}), class accuracy "
         f"{results['class_accuracy']:.1%}; evaluated in {time.perf_counter() - start:.0f} s on "
-        f"{kd.backend.cpu_description()}."
+        f"{kd.runtime.cpu_description()}."
     )
     return results
 

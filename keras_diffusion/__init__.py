@@ -1,34 +1,45 @@
-"""keras_diffusion: diffusion models for Keras 3 on TensorFlow and JAX."""
+"""keras_diffusion: diffusion models for Keras 3, one model code on every backend.
 
-from keras_diffusion.backend import (
-    skip_tensorflow_graph_rewrites,
-    use_multithreaded_xla_cpu_convolutions,
-    use_persistent_compilation_cache,
-)
+The face of the package. The mathematics a user picks by name sits at the top
+(`schedules`, `noise`, `timestep_sampling`, `predictions`, `ema`); everything
+else lives in a sub-package named for its job:
 
-use_multithreaded_xla_cpu_convolutions()  # before anything runs on JAX; see its docstring
-use_persistent_compilation_cache()  # JAX: compiled programs kept on disk for the next run
-skip_tensorflow_graph_rewrites()  # TensorFlow on a CPU: see its docstring
+- `models`: the trainable models (`DiffusionModel`, `LatentDiffusionModel`, `ARDM`, the autoencoders) and,
+  in `models.networks`, the U-Net, its layers and presets.
+- `samplers`: update rules, the `Sampler` base, the solvers, the score-SDE family and `Sampling`, a
+  generation's settings.
+- `metrics`: FID, KID, class accuracy and sampler sweeps.
+- `callbacks`: FID, sample grids, curves, checkpoints and EMA snapshots during `fit`.
+- `training`: optimizers, learning-rate recipes and the NaN guard.
+- `data`: datasets, files written atomically and image conversions.
+- `runtime`: engine defaults, compilation, replicas and processes, and the few Keras internals we touch.
+- `cli`: the `keras-diffusion` command.
+
+`datasets`, `optimizers`, `learning_rates` and `distributed` are also reachable here, under the
+names the docs use (`kd.datasets.load`, `kd.optimizers.Adam`, ...).
+"""
+
+from keras_diffusion.runtime.defaults import apply_engine_defaults
+
+apply_engine_defaults()  # before any engine runs; see runtime/defaults.py and docs/installation.md
 
 from keras_diffusion import (  # noqa: E402
     callbacks,
-    datasets,
-    distributed,
+    data,
     ema,
-    guidance,
-    initializers,
-    io,
-    learning_rates,
     metrics,
     models,
     noise,
-    optimizers,
     predictions,
+    runtime,
     samplers,
     schedules,
     timestep_sampling,
+    training,
 )
-from keras_diffusion.diffusion_model import DiffusionModel  # noqa: E402
-from keras_diffusion.latent_diffusion_model import LatentDiffusionModel  # noqa: E402
+from keras_diffusion.data import datasets  # noqa: E402
+from keras_diffusion.models import DiffusionModel, LatentDiffusionModel  # noqa: E402
+from keras_diffusion.runtime import distributed  # noqa: E402
+from keras_diffusion.training import learning_rates, optimizers  # noqa: E402
 
 __version__ = "0.1.0"

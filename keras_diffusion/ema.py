@@ -20,11 +20,19 @@ profile is approximated by the least-squares combination of the snapshots'
 profiles, whose inner products have the closed form of
 `power_profile_inner_product`. The same combination of the snapshots'
 weights is the reconstructed EMA.
+
+`WeightAverages` keeps the EMAs of a network during training (one
+traditional EMA with a warm-up, or one power-function EMA per σ_rel) as
+variables of the model that owns them, so they are saved with it.
 """
 
 from collections.abc import Sequence
 
+import keras
 import numpy as np
+from keras import ops
+
+from keras_diffusion.runtime.initializers import Zeros
 
 
 def exponent_to_std(exponent: float | np.ndarray) -> np.ndarray:
@@ -76,18 +84,40 @@ def power_ema_decay(updates: int, exponent: float) -> float:
 
     Args:
         updates: t, the number of updates behind θ_t (0 or 1 give β = 0: the
-            EMA starts at the weights).
+            EMA starts at the weights); a number, or a float tensor inside a
+            compiled step.
         exponent: γ.
 
     Returns:
-        β_t in [0, 1).
+        β_t in [0, 1): a float for a number, a tensor for a tensor.
 
     Example:
     >>> power_ema_decay(1, 6.94), round(power_ema_decay(1000, 6.94), 4)
     (0.0, 0.9921)
     """
-    t = max(float(updates), 1.0)
-    return float((1.0 - 1.0 / t) ** (exponent + 1.0))
+    if isinstance(updates, (int, float, np.number)):
+        return float((1.0 - 1.0 / max(float(updates), 1.0)) ** (exponent + 1.0))
+    return ops.power(1.0 - 1.0 / ops.maximum(updates, 1.0), exponent + 1.0)
+
+
+def warmup_ema_decay(updates, decay: float):
+    """min(decay, (1 + k) / (10 + k)) after k updates: a traditional EMA whose first updates are not
+    dominated by the initial weights (the decay of `DiffusionModel(ema_decay=...)`).
+
+    Args:
+        updates: k, a number or a float tensor.
+        decay: the decay reached after the warm-up, in [0, 1).
+
+    Returns:
+        The decay of this update, of `updates`' kind.
+
+    Example:
+    >>> warmup_ema_decay(0, 0.999), warmup_ema_decay(10_000, 0.999)
+    (0.1, 0.999)
+    """
+    if isinstance(updates, (int, float, np.number)):
+        return min(decay, (1.0 + updates) / (10.0 + updates))
+    return ops.minimum(decay, (1.0 + updates) / (10.0 + updates))
 
 
 def power_profile_inner_product(
@@ -187,3 +217,93 @@ def reconstruct(
         for total, weight in zip(result, weights):
             total += coefficient * np.asarray(weight, "float64")
     return [total.astype("float32") for total in result]
+
+
+class WeightAverages:
+    """The EMAs of a network's trainable weights, kept as non-trainable variables of the model that owns them.
+
+    Either one traditional EMA (`decay`, with the warm-up of
+    `warmup_ema_decay`) or one power-function EMA per σ_rel in `stds` (EDM2,
+    β_t of `power_ema_decay`); none when both are None. The variables are
+    added to `owner` (so they are saved and loaded with it): a step counter
+    `ema_step`, then one copy of every trainable weight per EMA, named
+    `ema_<i>`, `ema1_<i>`, .... Each starts at the network's weights.
+
+    Args:
+        owner: the layer or model that owns the variables.
+        network: the network whose `trainable_variables` are averaged.
+        decay: the traditional EMA's decay in [0, 1), or None.
+        stds: σ_rel of the power-function EMAs (replacing `decay`), or empty.
+
+    Example:
+    >>> owner = keras.layers.Layer()
+    >>> network = keras.layers.Dense(2)
+    >>> network.build((None, 3))
+    >>> averages = WeightAverages(owner, network, decay=0.5)
+    >>> averages.update(); averages.update()
+    >>> averages.updates, len(averages.values())
+    (1, 2)
+    """
+
+    def __init__(self, owner: keras.layers.Layer, network: keras.layers.Layer, decay: float | None, stds: Sequence[float] = ()):
+        self.network = network
+        self.decay = decay
+        self.exponents = tuple(float(std_to_exponent(std)) for std in stds)
+        self.step = owner.add_weight(shape=(), dtype="int32", initializer=Zeros(), trainable=False, name="ema_step")
+        count = len(self.exponents) or (1 if decay is not None else 0)
+        self.sets = [self._copy_weights(owner, "ema" if k == 0 else f"ema{k}") for k in range(count)]
+
+    def _copy_weights(self, owner, prefix: str) -> list:
+        copies = []
+        for index, variable in enumerate(self.network.trainable_variables):
+            copy = owner.add_weight(
+                shape=variable.shape, dtype=variable.dtype, initializer=Zeros(), trainable=False, name=f"{prefix}_{index}"
+            )
+            # A copy through the host: a new buffer (JAX must not see one twice), and no XLA program per shape.
+            copy.assign(ops.convert_to_numpy(variable.value))
+            copies.append(copy)
+        return copies
+
+    def update(self) -> None:
+        """ema ← ema + (1 − β)(θ − ema) for every EMA, then one more step (inside the training step)."""
+        step = ops.cast(self.step, "float32")
+        if not self.sets:
+            decays = []
+        elif self.exponents:
+            decays = [power_ema_decay(step, exponent) for exponent in self.exponents]
+        else:
+            decays = [warmup_ema_decay(step, self.decay)] * len(self.sets)
+        for decay, averages in zip(decays, self.sets):
+            rate = 1.0 - decay  # once per EMA, not per variable: fewer operations to trace
+            for average, variable in zip(averages, self.network.trainable_variables):
+                weights = variable.value if variable.dtype == average.dtype else ops.cast(variable, average.dtype)
+                average.assign_add(rate * (ops.stop_gradient(weights) - average))
+        self.step.assign_add(1)
+
+    @property
+    def updates(self) -> int:
+        """t of the averaging profile: the updates behind the newest weights folded in (the step − 1)."""
+        return max(int(ops.convert_to_numpy(self.step)) - 1, 0)
+
+    def values(self, index: int = 0) -> list[np.ndarray]:
+        """The `index`-th EMA's weights as NumPy arrays, in `network.trainable_variables` order."""
+        return [ops.convert_to_numpy(v) for v in self._set(index)]
+
+    def assign(self, weights: Sequence[np.ndarray], index: int = 0) -> None:
+        """Overwrites the `index`-th EMA with `weights` (one array per trainable variable)."""
+        variables = self._set(index)
+        shapes = [tuple(np.shape(w)) for w in weights]
+        if shapes != [tuple(v.shape) for v in variables]:
+            raise ValueError(
+                f"Expected {len(variables)} arrays shaped like the network's trainable variables; received "
+                f"{len(shapes)} with shapes {shapes[:3]}{'...' if len(shapes) > 3 else ''}."
+            )
+        for variable, weight in zip(variables, weights):
+            variable.assign(np.asarray(weight, dtype=variable.dtype))
+
+    def _set(self, index: int) -> list:
+        if not self.sets:
+            raise ValueError("This model keeps no EMA (ema_decay=None and no ema_std).")
+        if not 0 <= int(index) < len(self.sets):
+            raise ValueError(f"EMA index {index} out of range: the model keeps {len(self.sets)} EMA(s).")
+        return self.sets[int(index)]

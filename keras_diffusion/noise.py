@@ -79,11 +79,11 @@ class MixtureGaussianNoise(GaussianNoise):
 _NOISES = {"gaussian": GaussianNoise, "mixture_gaussian": MixtureGaussianNoise}
 
 
-def get(identifier) -> GaussianNoise:
+def get_noise(identifier) -> GaussianNoise:
     """A noise distribution from a name, a config dict or an instance.
 
     Example:
-    >>> get("mixture_gaussian")
+    >>> get_noise("mixture_gaussian")
     MixtureGaussianNoise(p=0.5, phi=0.5)
     """
     if isinstance(identifier, GaussianNoise):

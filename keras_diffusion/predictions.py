@@ -19,6 +19,10 @@ and the plain squared error on F is EDM's loss with its weight
 λ(σ) = 1/c_out². With σ_data = 1 (r = 1) F is −v: v-prediction is EDM's
 preconditioning for data of unit variance. EDM's c_noise is not used: the
 network is conditioned on the timestep t as with every other target.
+
+Classifier-free guidance (Ho & Salimans 2022) combines the conditional and
+unconditional predictions of one network (`classifier_free_guidance`); the
+combination is affine, so it applies to every target here alike.
 """
 
 from keras import ops
@@ -137,3 +141,17 @@ def min_snr_weight(prediction: str, snr, gamma: float, sigma_data: float = DEFAU
     if prediction == "edm":
         return clipped * sigma_data**2 / (1.0 + sigma_data**2 * snr)
     return clipped / (snr + 1.0)
+
+
+def classifier_free_guidance(eps_conditional, eps_unconditional, guidance_scale):
+    """ε̂ = (1 + w) ε(x, c) − w ε(x, ∅) (Ho & Salimans 2022; the thesis' w).
+
+    w = 0 gives the conditional model; larger w trades diversity for fidelity.
+    The same combination applies to any prediction (ε, x₀ or v), which are
+    affine in each other at a fixed x_t.
+
+    Example:
+    >>> classifier_free_guidance(1.0, 0.5, 2.0)
+    2.0
+    """
+    return (1.0 + guidance_scale) * eps_conditional - guidance_scale * eps_unconditional

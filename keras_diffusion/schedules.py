@@ -316,7 +316,7 @@ def _check_steps(steps, timesteps):
         )
 
 
-def get(identifier, timesteps: int | None = None) -> NoiseSchedule:
+def get_schedule(identifier, timesteps: int | None = None) -> NoiseSchedule:
     """Resolves a schedule from a name, a config dict or an instance.
 
     Args:
@@ -329,7 +329,7 @@ def get(identifier, timesteps: int | None = None) -> NoiseSchedule:
         A `NoiseSchedule`.
 
     Example:
-    >>> get("cosine", timesteps=500).timesteps
+    >>> get_schedule("cosine", timesteps=500).timesteps
     500
     """
     if isinstance(identifier, NoiseSchedule):

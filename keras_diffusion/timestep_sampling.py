@@ -23,7 +23,7 @@ class UniformTimesteps:
     """t uniform on 0..T-1, DDPM's choice (the default).
 
     Example:
-    >>> t = UniformTimesteps().sample(4, keras_diffusion.schedules.get("cosine"), keras.random.SeedGenerator(0))
+    >>> t = UniformTimesteps().sample(4, keras_diffusion.schedules.get_schedule("cosine"), keras.random.SeedGenerator(0))
     >>> tuple(t.shape)
     (4,)
     """
@@ -64,7 +64,7 @@ class LogNormalTimesteps(UniformTimesteps):
 
     Example:
     >>> sampler = LogNormalTimesteps(mean=-1.2, std=1.2)
-    >>> schedule = keras_diffusion.schedules.get("cosine")
+    >>> schedule = keras_diffusion.schedules.get_schedule("cosine")
     >>> t = sampler.sample(1000, schedule, keras.random.SeedGenerator(0))
     >>> bool(np.median(np.log(schedule.sigmas[keras.ops.convert_to_numpy(t)])) < 0)
     True
@@ -90,7 +90,7 @@ class LogNormalTimesteps(UniformTimesteps):
 _BY_NAME = {cls.name: cls for cls in (UniformTimesteps, LogNormalTimesteps)}
 
 
-def get(identifier: "str | dict | UniformTimesteps") -> UniformTimesteps:
+def get_timestep_sampling(identifier: "str | dict | UniformTimesteps") -> UniformTimesteps:
     """A timestep distribution from its name (`"uniform"`, `"log_normal"`), a serialised config or an instance.
 
     Args:
@@ -100,7 +100,7 @@ def get(identifier: "str | dict | UniformTimesteps") -> UniformTimesteps:
         A `UniformTimesteps` or `LogNormalTimesteps`.
 
     Example:
-    >>> get("log_normal")
+    >>> get_timestep_sampling("log_normal")
     LogNormalTimesteps(mean=-1.2, std=1.2)
     """
     if isinstance(identifier, UniformTimesteps):

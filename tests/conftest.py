@@ -21,7 +21,7 @@ import pytest  # noqa: E402
 import keras_diffusion as kd  # noqa: E402
 
 # Grappler (TensorFlow's graph rewriting) is off on a CPU: keras_diffusion's import turns it off
-# (`kd.backend.skip_tensorflow_graph_rewrites`), so the tests run what users run.
+# (`kd.runtime.skip_tensorflow_graph_rewrites`), so the tests run what users run.
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 if SHARED_DATA.is_dir():

@@ -37,10 +37,10 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
 import keras_diffusion as kd  # noqa: E402
-from keras_diffusion.nan_guard import NaNGuard  # noqa: E402
-from keras_diffusion.ardm import ARDM  # noqa: E402
-from keras_diffusion.autoencoder import AutoencoderKL  # noqa: E402
-from keras_diffusion.denoising_autoencoder import DenoisingAutoencoder  # noqa: E402
+from keras_diffusion.models.ardm import ARDM  # noqa: E402
+from keras_diffusion.models.autoencoder import AutoencoderKL  # noqa: E402
+from keras_diffusion.models.denoising_autoencoder import DenoisingAutoencoder  # noqa: E402
+from keras_diffusion.training.nan_guard import NaNGuard  # noqa: E402
 
 GLOBAL_BATCH = 8
 UNET_DROPOUT = 0.3
@@ -106,7 +106,7 @@ def train(scope, initial_weights, images, labels, callbacks=()):
         )
         generated = model.generate(2, steps=3, seed=0)
     weights = [keras.ops.convert_to_numpy(v) for v in model.denoiser.trainable_variables]
-    ema = [keras.ops.convert_to_numpy(v) for v in model._ema_variables]
+    ema = [keras.ops.convert_to_numpy(v) for v in model.weight_averages.sets[0]]
     return history.history["loss"][-1], weights, ema, generated
 
 
@@ -174,7 +174,7 @@ def main():
 
     single = train(contextlib.nullcontext(), initial_weights, images, labels)
     with tempfile.TemporaryDirectory() as directory:
-        grids = kd.callbacks.ImageGridCallback(directory, columns=2, steps=2)
+        grids = kd.callbacks.ImageGridCallback(directory, columns=2, sampling=kd.samplers.Sampling(steps=2))
         parallel = train(data_parallel_scope(), initial_weights, images, labels, [grids, NaNGuard()])
         grid_written = os.path.isfile(os.path.join(directory, "epoch_0001.png"))
     report = {

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import keras_diffusion as kd
-from keras_diffusion.autoencoder import AutoencoderKL
+from keras_diffusion.models.autoencoder import AutoencoderKL
 
 NUM_IMAGES = 256
 

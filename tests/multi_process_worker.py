@@ -67,7 +67,7 @@ def main(out, process_id, num_processes, addresses=None):
 
         # A fresh model resumes mid-epoch: it loads the checkpoint and skips the batch it had trained.
         resumed = build_diffusion_model()
-        grid = kd.callbacks.ImageGridCallback(own, columns=2, steps=3)  # compiles the sampling step `generate` reuses
+        grid = kd.callbacks.ImageGridCallback(own, columns=2, sampling=kd.samplers.Sampling(steps=3))  # compiles the sampling step `generate` reuses
         callbacks = [kd.callbacks.TrainingCheckpoint(checkpoint, 1), grid]
         history = resumed.fit(**data(), epochs=2, verbose=0, callbacks=callbacks)
         results["loss_2"] = history.history["loss"][-1]
@@ -86,7 +86,7 @@ def main(out, process_id, num_processes, addresses=None):
         results["fid_images_seen"] = sum(seen)
         for index, variable in enumerate(resumed.denoiser.trainable_variables):
             results[f"weight_{index}"] = keras.ops.convert_to_numpy(variable)
-        for index, variable in enumerate(resumed._ema_variables):
+        for index, variable in enumerate(resumed.weight_averages.sets[0]):
             results[f"ema_{index}"] = keras.ops.convert_to_numpy(variable)
 
         autoencoder = kd.models.DenoisingAutoencoder(image_shape=(8, 8, 1), filters=(4, 4), code_channels=2, seed=7)

@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
 import keras_diffusion as kd  # noqa: E402
 from keras_diffusion.callbacks.checkpoint import TrainingCheckpoint  # noqa: E402
-from keras_diffusion.io import save_npz_atomically  # noqa: E402
+from keras_diffusion.data.files import save_npz_atomically  # noqa: E402
 
 EPOCHS, BATCHES, BATCH_SIZE = 3, 4, 4
 

@@ -10,7 +10,8 @@ from conftest import randomise_output
 from keras import ops
 
 import keras_diffusion as kd
-from keras_diffusion.ardm import ARDM, likelihood_weight, quantize, revealed_mask
+from keras_diffusion.models.ardm import ARDM
+from keras_diffusion.models.ardm_orders import likelihood_weight, quantize, revealed_mask
 
 
 @keras.saving.register_keras_serializable(package="keras_diffusion_tests")

@@ -9,8 +9,8 @@ from latent_fixtures import as_numpy, trained_autoencoder
 
 import keras_diffusion as kd
 from keras_diffusion.models import stable_diffusion_vae
-from keras_diffusion.autoencoder import AutoencoderKL, kl_to_standard_normal
-from keras_diffusion.denoising_autoencoder import DenoisingAutoencoder
+from keras_diffusion.models.autoencoder import AutoencoderKL, kl_to_standard_normal
+from keras_diffusion.models.denoising_autoencoder import DenoisingAutoencoder
 from keras_diffusion.models.stable_diffusion_vae import StableDiffusionVAE, read_safetensors, write_safetensors
 
 # ------------------------------------------------------------------ AutoencoderKL

@@ -19,6 +19,7 @@ from keras_diffusion.callbacks import (
     make_image_grid,
 )
 from keras_diffusion.metrics import FeatureStatistics
+from keras_diffusion.samplers import Sampling
 
 COLUMNS = 4
 NUM_CLASSES = 3
@@ -29,7 +30,7 @@ def real_images(count=48, seed=0):
 
 
 def fid_callback(real=None, **kwargs):
-    arguments = dict(num_samples=16, steps=2, feature_extractor=pixel_features, batch_size=16)
+    arguments = dict(num_samples=16, sampling=Sampling(steps=2), feature_extractor=pixel_features, batch_size=16)
     arguments.update(kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # num_samples < 2048
@@ -48,7 +49,7 @@ def fitted(tmp_path_factory):
         "checkpoint": keras.callbacks.ModelCheckpoint(
             str(directory / "best.keras"), monitor="fid", mode="min", save_best_only=True
         ),
-        "grid": ImageGridCallback(directory / "grids", columns=COLUMNS, steps=2, real_images=real_images(8)),
+        "grid": ImageGridCallback(directory / "grids", columns=COLUMNS, sampling=Sampling(steps=2), real_images=real_images(8)),
         "curves": TrainingCurvesCallback(directory / "curves.png"),
     }
     with warnings.catch_warnings():
@@ -99,7 +100,7 @@ def test_fid_callback_without_arguments_uses_the_cached_test_split_of_the_models
 ):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     model = kd.DiffusionModel(tiny_unet(num_classes=None, image_shape=(28, 28, 1)), timesteps=100)
-    callback = FIDCallback(num_samples=2048, num_real_samples=64, steps=1, feature_extractor=pixel_features)
+    callback = FIDCallback(num_samples=2048, num_real_samples=64, sampling=Sampling(steps=1), feature_extractor=pixel_features)
     callback.set_model(model)
     callback._prepare_real()
     images, _ = kd.datasets.load("mnist", split="test", limit=64)
@@ -249,7 +250,7 @@ def test_real_images_appear_unchanged_under_the_generated_ones(fitted):
 
 def test_unconditional_grid_has_the_requested_number_of_rows(tmp_path):
     model = kd.DiffusionModel(tiny_unet(num_classes=None), timesteps=100, seed=0)
-    callback = ImageGridCallback(tmp_path, rows=2, columns=3, steps=2)
+    callback = ImageGridCallback(tmp_path, rows=2, columns=3, sampling=Sampling(steps=2))
     callback.set_model(model)
     assert callback.grid().shape == (2 * 10 + 2, 3 * 10 + 2, 1)
 
@@ -307,13 +308,13 @@ def test_training_curves_png_is_written(fitted):
     assert image.ndim == 3 and image.shape[0] > 100
 
 
-def test_callbacks_take_a_configured_sampler_and_reject_a_bad_one_at_construction(tmp_path):
-    ddim = kd.samplers.get("ddim", eta=1.0)
-    assert ImageGridCallback(tmp_path, sampler=ddim).sampler is ddim
-    with pytest.warns(DeprecationWarning, match="samplers.get"):
-        old_style = ImageGridCallback(tmp_path, sampler="ddim", eta=1.0)
-    assert old_style.sampler.cache_key() == ddim.cache_key()
+def test_callbacks_take_the_sampling_settings_whole_and_reject_bad_ones_at_construction(tmp_path):
+    ddim = kd.samplers.get_sampler("ddim", eta=1.0)
+    settings = Sampling(ddim, steps=3, guidance_scale=1.5)
+    grid = ImageGridCallback(tmp_path, sampling=settings)
+    assert grid.sampling is settings and grid.sampling.sampler_object() is ddim
+    assert ImageGridCallback(tmp_path).sampling == Sampling()  # generate's own defaults
     with pytest.raises(ValueError, match="Unknown sampler"):
-        ImageGridCallback(tmp_path, sampler="dddim")
-    with pytest.raises(ValueError, match="Unknown sampler"):
-        kd.callbacks.FIDCallback(kd.metrics.FeatureStatistics(np.zeros(2), np.eye(2), 2), sampler="dddim")
+        ImageGridCallback(tmp_path, sampling=Sampling("dddim"))
+    with pytest.raises(TypeError, match="kd.samplers.Sampling"):
+        kd.callbacks.FIDCallback(kd.metrics.FeatureStatistics(np.zeros(2), np.eye(2), 2), sampling="ddim")

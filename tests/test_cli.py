@@ -170,7 +170,7 @@ def test_evaluate_a_model_states_both_sample_sizes_and_writes_json(model_path, t
 
 
 def test_evaluating_the_real_images_themselves_gives_fid_zero(tmp_path, capsys, pixel_fid, mnist_subset):
-    kd.io.save_npz_atomically(tmp_path / "real.npz", {"images": mnist_subset[0][:16]})
+    kd.data.files.save_npz_atomically(tmp_path / "real.npz", {"images": mnist_subset[0][:16]})
     argv = ["evaluate", "--images", tmp_path / "real.npz", "--dataset", "mnist", "--num-real", 16, "--out", tmp_path / "r.json"]
     assert run(argv, capsys)[0] == 0
     results = json.loads((tmp_path / "r.json").read_text())

@@ -4,7 +4,8 @@ import pytest
 from conftest import randomise_output, tiny_unet
 
 import keras_diffusion as kd
-from keras_diffusion.backend import compile_function
+from keras_diffusion.models.generation import make_step_function
+from keras_diffusion.runtime import compile_function
 
 
 def numpy_weights(variables):
@@ -49,13 +50,13 @@ def test_ema_follows_the_weights_with_the_warmup_decay():
     theta_1 = numpy_weights(model.denoiser.trainable_variables)
     assert any(not np.allclose(a, b) for a, b in zip(theta_0, theta_1))
     # The first update folds in θ_0 (EMA starts at θ_0, so it stays there).
-    for ema, w0 in zip(numpy_weights(model._ema_variables), theta_0):
+    for ema, w0 in zip(numpy_weights(model.weight_averages.sets[0]), theta_0):
         np.testing.assert_allclose(ema, w0, atol=1e-6)
     model.train_on_batch(images, labels)
     decay = min(0.999, 2 / 11)  # (1 + k) / (10 + k) with k = 1 previous update
-    for ema, w0, w1 in zip(numpy_weights(model._ema_variables), theta_0, theta_1):
+    for ema, w0, w1 in zip(numpy_weights(model.weight_averages.sets[0]), theta_0, theta_1):
         np.testing.assert_allclose(ema, w0 + (1 - decay) * (w1 - w0), atol=1e-5)
-    assert int(keras.ops.convert_to_numpy(model._ema_step)) == 2
+    assert int(keras.ops.convert_to_numpy(model.weight_averages.step)) == 2
 
 
 def test_fit_accepts_a_tf_data_dataset_of_uint8_images_and_labels():
@@ -94,17 +95,19 @@ def test_generate_returns_the_requested_count_in_unit_range(trained_mnist, sampl
 
 
 def test_same_seed_gives_identical_images_and_another_seed_does_not(tiny_conditional):
-    ddim = kd.samplers.get("ddim", eta=0.5)
+    ddim = kd.samplers.get_sampler("ddim", eta=0.5)
     first = tiny_conditional.generate(4, sampler=ddim, steps=5, seed=11)
     np.testing.assert_array_equal(first, tiny_conditional.generate(4, sampler=ddim, steps=5, seed=11))
     assert not np.allclose(first, tiny_conditional.generate(4, sampler=ddim, steps=5, seed=12))
 
 
-def test_sampler_settings_as_generate_keywords_are_deprecated_and_equal_the_configured_sampler(tiny_conditional):
-    configured = tiny_conditional.generate(3, sampler=kd.samplers.get("ddim", eta=0.5, spacing="leading"), steps=4, seed=1)
-    with pytest.warns(DeprecationWarning, match=r"kd.samplers.get\('ddim', eta=..., spacing=...\)"):
-        keywords = tiny_conditional.generate(3, sampler="ddim", eta=0.5, spacing="leading", steps=4, seed=1)
-    np.testing.assert_array_equal(configured, keywords)
+def test_generate_with_keywords_equals_the_same_settings_handed_over_whole(tiny_conditional):
+    ddim = kd.samplers.get_sampler("ddim", eta=0.5, spacing="leading")
+    settings = kd.samplers.Sampling(ddim, steps=4, guidance_scale=1.0, batch_size=2)
+    keywords = tiny_conditional.generate(3, sampler=ddim, steps=4, guidance_scale=1.0, batch_size=2, seed=1)
+    np.testing.assert_array_equal(keywords, tiny_conditional.generate(3, seed=1, **settings.arguments()))
+    with pytest.raises(TypeError, match="eta"):
+        tiny_conditional.generate(3, sampler="ddim", eta=0.5)  # a sampler's settings live on the sampler
 
 
 def test_missing_labels_are_drawn_uniformly_from_the_seed(tiny_conditional):
@@ -117,8 +120,8 @@ def test_missing_labels_are_drawn_uniformly_from_the_seed(tiny_conditional):
 def test_ddim_with_eta_one_generates_what_ddpm_generates(tiny_conditional):
     kwargs = dict(steps=8, seed=7, labels=[0, 1, 2, 3])
     # The same levels for both.
-    ddim = tiny_conditional.generate(4, sampler=kd.samplers.get("ddim", eta=1.0, spacing="leading"), **kwargs)
-    ddpm = tiny_conditional.generate(4, sampler=kd.samplers.get("ddpm", spacing="leading"), **kwargs)
+    ddim = tiny_conditional.generate(4, sampler=kd.samplers.get_sampler("ddim", eta=1.0, spacing="leading"), **kwargs)
+    ddpm = tiny_conditional.generate(4, sampler=kd.samplers.get_sampler("ddpm", spacing="leading"), **kwargs)
     np.testing.assert_allclose(ddim, ddpm, atol=2e-5)
 
 
@@ -127,12 +130,12 @@ def test_guidance_weight_zero_equals_the_conditional_prediction(tiny_conditional
     rng = np.random.default_rng(0)
     x = keras.ops.convert_to_tensor(rng.standard_normal((4, 8, 8, 1)).astype("float32"))
     labels = keras.ops.convert_to_tensor(np.array([0, 1, 2, 0], "int32"))
-    weights = [v.value for v in model._ema_variables]
+    weights = [v.value for v in model.weight_averages.sets[0]]
     row = np.array([60, model.schedule.alpha_bar[60], model.schedule.alpha_bar[40]], "float32")
 
     def step(guided, w):
         # Compiled as generate compiles it (one XLA program; eager JAX would compile every operation).
-        fn = compile_function(model._make_step_function(kd.samplers.DDIMSampler(), guided=guided, clip_denoised=False))
+        fn = compile_function(make_step_function(model, kd.samplers.DDIMSampler(), guided=guided, clip_denoised=False))
         x_next, _ = fn(weights, [], x, (), row, None, labels, np.float32(w))
         return keras.ops.convert_to_numpy(x_next)
 
@@ -154,7 +157,7 @@ def test_save_and_load_restore_schedule_ema_and_identical_samples(trained_mnist,
     restored = keras.models.load_model(path)
     assert isinstance(restored, kd.DiffusionModel)
     assert restored.get_config()["schedule"] == model.get_config()["schedule"]
-    for a, b in zip(numpy_weights(model._ema_variables), numpy_weights(restored._ema_variables)):
+    for a, b in zip(numpy_weights(model.weight_averages.sets[0]), numpy_weights(restored.weight_averages.sets[0])):
         np.testing.assert_array_equal(a, b)
     kwargs = dict(steps=6, seed=3, labels=np.arange(4), guidance_scale=0.5)
     np.testing.assert_array_equal(model.generate(4, **kwargs), restored.generate(4, **kwargs))
@@ -186,8 +189,8 @@ def test_a_saved_and_reloaded_model_continues_training_exactly_like_the_original
 
 
 def test_the_models_with_their_own_loss_share_one_base_that_saves_seed_states():
-    from keras_diffusion.own_loss import OwnLossModel
-    from keras_diffusion.seed_states import SavesSeedStates
+    from keras_diffusion.models.base import OwnLossModel
+    from keras_diffusion.models.seed_states import SavesSeedStates
 
     models = (kd.DiffusionModel, kd.LatentDiffusionModel, kd.models.ARDM, kd.models.AutoencoderKL,
               kd.models.DenoisingAutoencoder)  # fmt: skip

@@ -64,7 +64,7 @@ def test_edm_with_unit_sigma_data_is_v_prediction_negated():
 
 
 def test_log_normal_timesteps_follow_edms_distribution_on_the_nearest_level():
-    schedule = kd.schedules.get("cosine")
+    schedule = kd.schedules.get_schedule("cosine")
     log_sigmas = np.log(schedule.sigmas)
     t = to_numpy(LogNormalTimesteps(mean=-1.2, std=1.2).sample(20_000, schedule, keras.random.SeedGenerator(0)))
     assert t.min() >= 0 and t.max() < schedule.timesteps and np.all(t == np.round(t))
@@ -87,7 +87,7 @@ def test_uniform_timesteps_cover_every_level():
 
 def test_timestep_sampling_and_sigma_data_refuse_bad_values():
     with pytest.raises(ValueError, match="timestep_sampling"):
-        kd.timestep_sampling.get("logit_normal")
+        kd.timestep_sampling.get_timestep_sampling("logit_normal")
     with pytest.raises(ValueError, match="positive `std`"):
         LogNormalTimesteps(std=0.0)
     from conftest import tiny_unet

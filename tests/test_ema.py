@@ -112,7 +112,7 @@ def power_ema_run(tmp_path_factory):
 def test_each_ema_follows_the_power_function_decay(power_ema_run):
     model, _, (images, labels) = power_ema_run
     before = [model.ema_weights(index) for index in range(len(STDS))]
-    start = int(keras.ops.convert_to_numpy(model._ema_step))  # the fold of step s uses θ_s, with β_s
+    start = int(keras.ops.convert_to_numpy(model.weight_averages.step))  # the fold of step s uses θ_s, with β_s
     weights = []
     for batch in range(3):  # the fold at the start of each step uses the weights the previous step produced
         weights.append([keras.ops.convert_to_numpy(v) for v in model.denoiser.trainable_variables])

@@ -24,14 +24,12 @@ def unconditional():
         (dict(num_images=2, sampler="plms"), "Unknown sampler"),
         (dict(num_images=2, steps=101), "steps"),
         (dict(num_images=2, steps=0), "steps"),
-        (dict(num_images=2, eta=-0.1), "eta"),
-        (dict(num_images=2, sampler="ddpm", eta=0.5), "ddim"),
         (dict(num_images=2, labels=[0, 1, 2]), "one per image"),
         (dict(num_images=2, labels=[0, 4]), r"\[0, 3\]"),
         (dict(num_images=2, labels=[0.5, 1.0]), "ints"),
         (dict(num_images=2, guidance_scale=-1.0), "guidance_scale"),
         (dict(num_images=2, batch_size=0), "batch_size"),
-        (dict(num_images=2, spacing="cubic"), "spacing"),
+        (dict(num_images=2, steps=2.5), "steps"),
     ],
 )
 def test_bad_generate_arguments_raise_value_errors(tiny_conditional, kwargs, message):
@@ -110,10 +108,10 @@ def test_tf_data_and_py_dataset_are_checked_before_tracing(unconditional):
 def test_well_formed_tf_data_with_labels_passes_the_early_check(tiny_conditional):
     import tensorflow as tf
 
-    from keras_diffusion.diffusion_model import _check_training_data
+    from keras_diffusion.models.checks import check_training_data
 
     images, labels = np.zeros((4, 8, 8, 1), "float32"), np.arange(4) % 3
-    _check_training_data(tiny_conditional, tf.data.Dataset.from_tensor_slices((images, labels)).batch(2), None)
+    check_training_data(tiny_conditional, tf.data.Dataset.from_tensor_slices((images, labels)).batch(2), None)
 
 
 def test_a_failed_fit_leaves_the_model_usable(unconditional):
@@ -164,12 +162,12 @@ BAD_INPUTS = [
     ("unet-classes", lambda: kd.models.UNet(image_shape=(8, 8, 1), widths=(8,), norm_groups=4, num_classes=0), ValueError, "num_classes"),
     ("unet-dropout", lambda: kd.models.UNet(image_shape=(8, 8, 1), widths=(8,), norm_groups=4, dropout=1.0), ValueError, "dropout"),
     # schedules
-    ("schedule-name", lambda: kd.schedules.get("sigmoid"), ValueError, "Unknown schedule"),
+    ("schedule-name", lambda: kd.schedules.get_schedule("sigmoid"), ValueError, "Unknown schedule"),
     ("schedule-timesteps", lambda: kd.schedules.LinearSchedule(timesteps=1), ValueError, ">= 2"),
     ("schedule-timesteps-float", lambda: kd.schedules.LinearSchedule(timesteps=10.5), ValueError, "integer"),
     ("schedule-betas", lambda: kd.schedules.LinearSchedule(beta_start=0.02, beta_end=0.01), ValueError, "beta_start <= beta_end"),
     ("schedule-cosine", lambda: kd.schedules.CosineSchedule(max_beta=1.0), ValueError, "max_beta"),
-    ("schedule-mismatch", lambda: kd.schedules.get(kd.schedules.LinearSchedule(100), timesteps=50), ValueError, "agree"),
+    ("schedule-mismatch", lambda: kd.schedules.get_schedule(kd.schedules.LinearSchedule(100), timesteps=50), ValueError, "agree"),
     # datasets
     ("dataset-name", lambda: kd.datasets.load("imagenet"), ValueError, "Unknown dataset"),
     ("dataset-split", lambda: kd.datasets.load("mnist", split="validation"), ValueError, "Unknown split"),

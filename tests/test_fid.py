@@ -252,7 +252,7 @@ def test_statistics_file_write_leaves_no_temporary_files(tmp_path):
 
 
 def test_atomically_written_files_get_the_permissions_of_a_plain_open(tmp_path):
-    from keras_diffusion.io import write_bytes_atomically
+    from keras_diffusion.data.files import write_bytes_atomically
 
     write_bytes_atomically(tmp_path / "atomic.bin", b"x")
     with open(tmp_path / "plain.bin", "wb") as file:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_diffusion as kd
-from keras_diffusion import initializers
+from keras_diffusion.runtime import initializers
 
 
 def values(initializer, shape, dtype=None) -> np.ndarray:

@@ -12,7 +12,7 @@ from latent_fixtures import as_numpy, latent_denoiser, trained_autoencoder
 import keras_diffusion as kd
 from keras_diffusion import DiffusionModel
 from keras_diffusion.callbacks import FIDCallback, ImageGridCallback
-from keras_diffusion.latent_diffusion_model import LatentDiffusionModel, _first_images
+from keras_diffusion.models.latent_diffusion_model import LatentDiffusionModel, _first_images
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_latent_model_round_trips_through_save_and_load(trained_latent, tmp_path
 
 def test_image_grid_and_fid_callbacks_work_on_a_latent_model(trained_latent, tmp_path):
     model, _, _, _, images = trained_latent
-    grids = ImageGridCallback(tmp_path, rows=2, columns=2, steps=3, real_images=images[:4])
+    grids = ImageGridCallback(tmp_path, rows=2, columns=2, sampling=kd.samplers.Sampling(steps=3), real_images=images[:4])
     grids.set_model(model)
     grids.on_epoch_end(0)
     grid = matplotlib.image.imread(tmp_path / "epoch_0001.png")
@@ -112,7 +112,7 @@ def test_image_grid_and_fid_callbacks_work_on_a_latent_model(trained_latent, tmp
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # num_samples < 2048
-        fid = FIDCallback(images[:64], num_samples=16, steps=3, feature_extractor=pooled_features, batch_size=16)
+        fid = FIDCallback(images[:64], num_samples=16, sampling=kd.samplers.Sampling(steps=3), feature_extractor=pooled_features, batch_size=16)
         fid.set_model(model)
         logs = {}
         fid.on_epoch_end(0, logs)

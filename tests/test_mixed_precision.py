@@ -49,10 +49,10 @@ def test_the_loss_stays_finite(trained):
 
 def test_the_ema_is_float32_finite_and_has_moved(trained):
     _, model, _ = trained
-    assert model._ema_variables
-    assert {v.dtype for v in model._ema_variables} == {"float32"}
-    assert int(keras.ops.convert_to_numpy(model._ema_step)) == 3  # one update per batch
-    emas = [keras.ops.convert_to_numpy(v) for v in model._ema_variables]
+    assert model.weight_averages.sets[0]
+    assert {v.dtype for v in model.weight_averages.sets[0]} == {"float32"}
+    assert int(keras.ops.convert_to_numpy(model.weight_averages.step)) == 3  # one update per batch
+    emas = [keras.ops.convert_to_numpy(v) for v in model.weight_averages.sets[0]]
     assert all(np.all(np.isfinite(e)) for e in emas)
     weights = [keras.ops.convert_to_numpy(v) for v in model.denoiser.trainable_variables]
     # The EMA lags the raw weights: equal only if training did not move them.

@@ -52,7 +52,7 @@ def test_invalid_mixture_parameters_are_rejected(p, phi):
 
 def test_unknown_noise_names_are_rejected():
     with pytest.raises(ValueError, match="mixture_gaussian"):
-        kd.noise.get("laplace")
+        kd.noise.get_noise("laplace")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 from conftest import tiny_unet, value_and_gradients
 
 import keras_diffusion as kd
-from keras_diffusion.models import normalization
+from keras_diffusion.models.networks import normalization
 
 
 def two_layers(shape, groups, seed=0):
@@ -102,7 +102,7 @@ def test_config_round_trips_through_serialization():
 
 def test_a_unet_saved_with_keras_group_normalization_loads_with_the_same_outputs(tmp_path, monkeypatch):
     # Files written before the U-Net used this layer hold Keras' GroupNormalization in their blocks.
-    from keras_diffusion.models import layers, unet
+    from keras_diffusion.models.networks import layers, unet
 
     class KerasGroupNormalizationThenActivation(keras.layers.GroupNormalization):
         """What the blocks computed then: Keras' layer, then the SiLU."""

@@ -15,7 +15,7 @@ import reliability_training as run
 
 import keras_diffusion as kd
 from keras_diffusion.callbacks.checkpoint import TrainingCheckpoint
-from keras_diffusion.nan_guard import NaNGuard, NonFiniteLossError
+from keras_diffusion.training.nan_guard import NaNGuard, NonFiniteLossError
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reliability_training.py")
 
@@ -173,7 +173,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_the_nan_message_puts_float16_first_when_the_model_computes_in_float16():
-    from keras_diffusion.nan_guard import non_finite_loss_message
+    from keras_diffusion.training.nan_guard import non_finite_loss_message
 
     model = kd.DiffusionModel(run.small_denoiser(), timesteps=10, num_classes=3, dtype="mixed_float16")
     model.compile(optimizer=keras.optimizers.SGD(0.5))  # Keras wraps it in a LossScaleOptimizer

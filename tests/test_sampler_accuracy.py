@@ -42,7 +42,7 @@ def test_third_order_beats_second_order_beats_ddim_at_20_evaluations():
 @pytest.mark.parametrize("std", STDS)
 def test_the_stochastic_dpm_solver_is_accurate_at_20_evaluations_where_ddpm_is_not(std):
     """With noise at every level dpmpp_2m_sde keeps 2M's order: measured +1.7/+2.8/+2.9 % at 20, ddpm −53/−28/−20 %."""
-    sde = kd.samplers.get("dpmpp_2m_sde", noise_sigma_min=0.0)
+    sde = kd.samplers.get_sampler("dpmpp_2m_sde", noise_sigma_min=0.0)
     error = kd.metrics.gaussian_sampler_error(sde, 20, std)
     assert error.function_evaluations == 20
     assert abs(error.std_error) < 0.04 and abs(error.mean_error) < 0.01
@@ -55,22 +55,22 @@ def test_the_stochastic_dpm_solver_is_accurate_at_20_evaluations_where_ddpm_is_n
 def test_the_recommended_sampler_is_within_one_percent_at_15_to_25_evaluations(steps):
     """The default: noise down to σ = 0.3, then 2M steps; measured within 0.6 % (std) at 15-25 evaluations."""
     assert kd.samplers.RECOMMENDED == "dpmpp_2m_sde"  # generate()'s default, chosen by FID (docs/benchmarks.md)
-    sampler = kd.samplers.get(kd.samplers.RECOMMENDED)
+    sampler = kd.samplers.get_sampler(kd.samplers.RECOMMENDED)
     assert (sampler.eta, sampler.noise_sigma_min) == (1.0, kd.samplers.DEFAULT_NOISE_SIGMA_MIN)
     for std in STDS:
         # 10⁶ values: ±0.1 % (std) and ±0.3 % (mean, at s = 0.6) of sampling noise; measured ≤ 0.6 % and ≤ 0.5 %.
         error = kd.metrics.gaussian_sampler_error(sampler, steps, std, num_values=1_000_000)
         assert abs(error.std_error) < 0.01 and abs(error.mean_error) < 0.01, (std, error)
-        noisy_to_the_end = kd.metrics.gaussian_sampler_error(kd.samplers.get("dpmpp_2m_sde", noise_sigma_min=0.0), steps, std)
+        noisy_to_the_end = kd.metrics.gaussian_sampler_error(kd.samplers.get_sampler("dpmpp_2m_sde", noise_sigma_min=0.0), steps, std)
         assert abs(error.std_error) < abs(noisy_to_the_end.std_error), (std, error, noisy_to_the_end)
 
 
 @pytest.mark.parametrize("std", STDS)
 def test_less_noise_moves_the_stochastic_solver_towards_the_ode_solvers_accuracy(std):
     """η = 0.25 keeps a quarter of the reverse SDE's noise: within 2 % at 20 evaluations (measured +0.8/+1.4/+1.5 %)."""
-    quarter = kd.metrics.gaussian_sampler_error(kd.samplers.get("dpmpp_2m_sde", eta=0.25, noise_sigma_min=0.0), 20, std)
+    quarter = kd.metrics.gaussian_sampler_error(kd.samplers.get_sampler("dpmpp_2m_sde", eta=0.25, noise_sigma_min=0.0), 20, std)
     assert abs(quarter.std_error) < 0.02 and abs(quarter.mean_error) < 0.01
-    full = kd.metrics.gaussian_sampler_error(kd.samplers.get("dpmpp_2m_sde", noise_sigma_min=0.0), 20, std)
+    full = kd.metrics.gaussian_sampler_error(kd.samplers.get_sampler("dpmpp_2m_sde", noise_sigma_min=0.0), 20, std)
     ode = kd.metrics.gaussian_sampler_error("dpmpp_2m", 20, std)
     assert abs(ode.std_error) - 0.003 < abs(quarter.std_error) < abs(full.std_error)  # ±0.2 % sampling noise
 
@@ -78,7 +78,7 @@ def test_less_noise_moves_the_stochastic_solver_towards_the_ode_solvers_accuracy
 @pytest.mark.parametrize("steps", [10, 15, 20, 25])
 def test_noise_only_above_sigma_one_keeps_the_stochastic_solver_within_two_percent(steps):
     """noise_sigma_min=1: noisy steps down to σ = 1, then 2M's; measured within 1.8 % at 10-25 evaluations."""
-    sampler = kd.samplers.get("dpmpp_2m_sde", noise_sigma_min=1.0)
+    sampler = kd.samplers.get_sampler("dpmpp_2m_sde", noise_sigma_min=1.0)
     for std in STDS:
         error = kd.metrics.gaussian_sampler_error(sampler, steps, std)
         assert abs(error.std_error) < 0.02 and abs(error.mean_error) < 0.01, (std, error)
@@ -91,11 +91,11 @@ DEFAULT_BUDGETS = [("ddim", 50), ("euler", 50), ("heun", 25), ("dpmpp_2m", 20), 
 @pytest.mark.parametrize("name, steps", DEFAULT_BUDGETS)
 def test_each_sampler_defaults_to_its_most_accurate_spacing(name, steps):
     def total_error(spacing):
-        sampler = kd.samplers.get(name, spacing=spacing)
+        sampler = kd.samplers.get_sampler(name, spacing=spacing)
         return sum(abs(kd.metrics.gaussian_sampler_error(sampler, steps, std).std_error) for std in STDS)
 
     errors = {spacing: total_error(spacing) for spacing in kd.schedules.SPACINGS}
-    assert errors[kd.samplers.get(name).spacing] == min(errors.values()), errors
+    assert errors[kd.samplers.get_sampler(name).spacing] == min(errors.values()), errors
 
 
 def test_deterministic_samplers_are_measured_exactly_and_stochastic_ones_by_sampling():
@@ -127,22 +127,22 @@ def test_steps_none_is_each_samplers_natural_default():
     calls.clear()
     model.generate(2, sampler="ddpm", seed=0, callback=lambda index, x: calls.append(index))
     assert len(calls) == model.timesteps  # the whole DDPM chain, as DDPM itself samples
-    t, _ = kd.schedules.noise_levels(model.schedule, model.timesteps, kd.samplers.get("ddpm").spacing)
+    t, _ = kd.schedules.noise_levels(model.schedule, model.timesteps, kd.samplers.get_sampler("ddpm").spacing)
     assert t.tolist() == list(range(model.timesteps - 1, -1, -1))  # every trained timestep, once
 
 
 def test_default_steps_never_exceed_the_schedule():
     short = kd.schedules.LinearSchedule(10)
-    assert kd.samplers.get("ddim").default_steps(short) == 10
-    assert kd.samplers.get("dpmpp_3m").default_steps(short) == 10
-    assert kd.samplers.get("sde").default_steps(short) == 10
+    assert kd.samplers.get_sampler("ddim").default_steps(short) == 10
+    assert kd.samplers.get_sampler("dpmpp_3m").default_steps(short) == 10
+    assert kd.samplers.get_sampler("sde").default_steps(short) == 10
 
 
 def test_the_3m_sampler_builds_up_its_order_and_ends_with_a_first_order_step():
-    rows = kd.samplers.get("dpmpp_3m").parameters(kd.schedules.LinearSchedule(1000), 20)
+    rows = kd.samplers.get_sampler("dpmpp_3m").parameters(kd.schedules.LinearSchedule(1000), 20)
     assert rows[:, -1].tolist() == [1, 2] + [3] * 17 + [1]
     assert np.all(np.isfinite(rows))
-    few = kd.samplers.get("dpmpp_3m").parameters(kd.schedules.LinearSchedule(1000), 10)
+    few = kd.samplers.get_sampler("dpmpp_3m").parameters(kd.schedules.LinearSchedule(1000), 10)
     assert few[:, -1].max() == 2  # below min_third_order_steps it stays at second order
 
 

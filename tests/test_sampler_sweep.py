@@ -19,7 +19,7 @@ def sweep(tiny_conditional):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # N < 2048 warns
         points = kd.metrics.fid_versus_nfe(
-            tiny_conditional, real, ["ddim", "heun", ode], [3, 2], num_samples=16, batch_size=16, fid=fid, seed=3
+            tiny_conditional, real, ["ddim", "heun", ode], [3, 2], num_samples=16, sampling=kd.samplers.Sampling(batch_size=16), fid=fid, seed=3
         )
     return fid, real, points
 

@@ -59,8 +59,8 @@ def test_last_step_returns_the_predicted_clean_image():
 def test_guidance_weight_zero_is_the_conditional_prediction_and_two_extrapolates():
     rng = np.random.default_rng(4)
     cond, uncond = rng.standard_normal((2, 10))
-    np.testing.assert_allclose(to_numpy(samplers.classifier_free_guidance(cond, uncond, 0.0)), cond)
-    np.testing.assert_allclose(to_numpy(samplers.classifier_free_guidance(cond, uncond, 2.0)), 3 * cond - 2 * uncond)
+    np.testing.assert_allclose(to_numpy(predictions.classifier_free_guidance(cond, uncond, 0.0)), cond)
+    np.testing.assert_allclose(to_numpy(predictions.classifier_free_guidance(cond, uncond, 2.0)), 3 * cond - 2 * uncond)
 
 
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
@@ -84,9 +84,9 @@ def test_steps_outside_one_to_timesteps_are_rejected(steps):
 
 def test_unknown_sampler_and_spacing_are_rejected():
     with pytest.raises(ValueError, match="Unknown sampler"):
-        samplers.get("euler_a")
+        samplers.get_sampler("euler_a")
     with pytest.raises(ValueError, match="does not take \\['eta'\\]"):
-        samplers.get("heun", eta=1.0)
+        samplers.get_sampler("heun", eta=1.0)
     with pytest.raises(ValueError, match="spacing"):
         schedules.timestep_sequence(1000, 10, "random")
 
@@ -174,33 +174,33 @@ def test_sde_dpm_solver_with_vanishing_eta_is_the_ode_solver(t, gap, ratio, seed
 
 
 def test_the_sde_dpm_solver_keeps_its_settings_in_its_config_and_refuses_bad_ones():
-    sampler = samplers.get("dpmpp_2m_sde", eta=0.25, noise_sigma_min=0.5)
+    sampler = samplers.get_sampler("dpmpp_2m_sde", eta=0.25, noise_sigma_min=0.5)
     assert sampler.get_config() == {"spacing": "logsnr", "eta": 0.25, "noise_sigma_min": 0.5}
-    assert sampler.cache_key() != samplers.get("dpmpp_2m_sde", eta=0.25).cache_key()  # compiled separately
+    assert sampler.cache_key() != samplers.get_sampler("dpmpp_2m_sde", eta=0.25).cache_key()  # compiled separately
     for eta in (0.0, 1.5, float("nan")):
         with pytest.raises(ValueError, match="eta"):
-            samplers.get("dpmpp_2m_sde", eta=eta)
+            samplers.get_sampler("dpmpp_2m_sde", eta=eta)
     for sigma in (-1.0, float("inf")):
         with pytest.raises(ValueError, match="noise_sigma_min"):
-            samplers.get("dpmpp_2m_sde", noise_sigma_min=sigma)
+            samplers.get_sampler("dpmpp_2m_sde", noise_sigma_min=sigma)
 
 
 def test_the_sde_dpm_solver_adds_noise_only_above_noise_sigma_min():
     """The per-step η column: η above the threshold, 0 (a DPM-Solver++(2M) step) at or below it."""
-    sampler = samplers.get("dpmpp_2m_sde", eta=0.5, noise_sigma_min=1.0)
+    sampler = samplers.get_sampler("dpmpp_2m_sde", eta=0.5, noise_sigma_min=1.0)
     table = sampler.parameters(SCHEDULE, 12)
     sigma = np.sqrt((1 - table[:, 1]) / table[:, 1])
     eta = table[:, sampler.columns.index("eta")]
     assert sigma.max() > 1.0 > sigma.min()
     np.testing.assert_array_equal(eta, np.where(sigma > 1.0, 0.5, 0.0))
     # With the threshold at 0 every step is stochastic, and the ODE solver's steps are what η = 0 gives.
-    assert np.all(samplers.get("dpmpp_2m_sde", noise_sigma_min=0.0).parameters(SCHEDULE, 12)[:, -1] == 1.0)
+    assert np.all(samplers.get_sampler("dpmpp_2m_sde", noise_sigma_min=0.0).parameters(SCHEDULE, 12)[:, -1] == 1.0)
     # The default stops the noise at σ = 0.3.
-    default = samplers.get("dpmpp_2m_sde").parameters(SCHEDULE, 12)
+    default = samplers.get_sampler("dpmpp_2m_sde").parameters(SCHEDULE, 12)
     default_sigma = np.sqrt((1 - default[:, 1]) / default[:, 1])
     np.testing.assert_array_equal(default[:, -1], np.where(default_sigma > 0.3, 1.0, 0.0))
     assert 0 < np.sum(default[:, -1] == 0) < 12
-    ode_table = samplers.get("dpmpp_2m").parameters(SCHEDULE, 12)
+    ode_table = samplers.get_sampler("dpmpp_2m").parameters(SCHEDULE, 12)
     np.testing.assert_array_equal(table[:, :-1], ode_table)
 
 
@@ -246,7 +246,7 @@ def test_karras_levels_span_the_schedule_and_map_back_to_their_sigma():
 
 @pytest.mark.parametrize("name", sorted(samplers.SAMPLERS))
 def test_every_sampler_round_trips_through_its_config_and_counts_evaluations(name):
-    sampler = samplers.get(name)
+    sampler = samplers.get_sampler(name)
     rebuilt = type(sampler)(**sampler.get_config())
     assert rebuilt.cache_key() == sampler.cache_key()
     if name != "ode":
@@ -285,7 +285,7 @@ def test_min_snr_weight_turns_every_target_loss_into_the_clamped_x0_loss(predict
 
 @pytest.mark.parametrize("name", samplers.available())
 def test_every_sampler_names_each_column_of_its_step_table(name):
-    sampler = samplers.get(name)
+    sampler = samplers.get_sampler(name)
     table = sampler.parameters(schedules.LinearSchedule(100), 6)
     assert table.shape == (6, len(sampler.columns)) and len(set(sampler.columns)) == len(sampler.columns)
     row = sampler.named(table[2])
@@ -293,8 +293,3 @@ def test_every_sampler_names_each_column_of_its_step_table(name):
         assert getattr(row, column) == table[2, index] == row[index]
     with pytest.raises(AttributeError, match="rows hold"):
         row.no_such_value
-
-
-def test_the_spacing_functions_live_with_the_schedules_and_keep_their_old_names():
-    for name in ("SPACINGS", "timestep_sequence", "karras_sigmas", "logsnr_sigmas", "noise_levels"):
-        assert getattr(samplers, name) is getattr(schedules, name)

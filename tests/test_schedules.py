@@ -9,7 +9,7 @@ from keras_diffusion import schedules
 
 @pytest.mark.parametrize("name", ["linear", "cosine"])
 def test_alpha_bar_is_strictly_decreasing_in_unit_interval(name):
-    s = schedules.get(name, 1000)
+    s = schedules.get_schedule(name, 1000)
     assert np.all(np.diff(s.alpha_bar) < 0)
     assert 0 < s.alpha_bar[-1] < s.alpha_bar[0] < 1
 
@@ -33,7 +33,7 @@ def test_cosine_alpha_bar_follows_the_squared_cosine():
 
 @pytest.mark.parametrize("name", ["linear", "cosine"])
 def test_posterior_tables_match_their_definitions(name):
-    s = schedules.get(name, 200)
+    s = schedules.get_schedule(name, 200)
     beta_tilde = s.betas * (1 - s.alpha_bar_prev) / (1 - s.alpha_bar)
     np.testing.assert_allclose(s.posterior_variance, beta_tilde, rtol=1e-12)
     assert s.posterior_variance[0] == 0.0
@@ -59,7 +59,7 @@ def test_add_noise_has_the_statistics_of_q_xt_given_x0():
 
 def test_schedule_config_round_trips_through_keras_serialization():
     s = schedules.CosineSchedule(500, offset=0.01)
-    restored = schedules.get(keras.saving.serialize_keras_object(s))
+    restored = schedules.get_schedule(keras.saving.serialize_keras_object(s))
     assert isinstance(restored, schedules.CosineSchedule)
     assert restored.get_config() == s.get_config()
     np.testing.assert_array_equal(restored.alpha_bar, s.alpha_bar)
@@ -68,10 +68,10 @@ def test_schedule_config_round_trips_through_keras_serialization():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: schedules.get("quadratic"), "Unknown schedule"),
+        (lambda: schedules.get_schedule("quadratic"), "Unknown schedule"),
         (lambda: schedules.LinearSchedule(1), "timesteps"),
         (lambda: schedules.LinearSchedule(10, beta_start=0.1, beta_end=0.01), "beta_start"),
-        (lambda: schedules.get(schedules.LinearSchedule(100), timesteps=1000), "agree"),
+        (lambda: schedules.get_schedule(schedules.LinearSchedule(100), timesteps=1000), "agree"),
     ],
 )
 def test_bad_schedule_arguments_raise_clear_errors(call, message):

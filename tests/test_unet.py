@@ -116,7 +116,7 @@ def test_global_batch_dropout_config_round_trips_and_rejects_bad_rates():
 
 
 def test_attention_block_is_softmax_attention_per_head_with_a_residual():
-    from keras_diffusion.models.layers import AttentionBlock
+    from keras_diffusion.models.networks.layers import AttentionBlock
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 3, 8)).astype("float32")
@@ -138,8 +138,8 @@ def test_attention_block_is_softmax_attention_per_head_with_a_residual():
 
 def test_blocks_pass_their_dtype_policy_to_their_sublayers():
     skip_tensorflow_bfloat16_under_an_isa_cap()
-    from keras_diffusion.models import autoencoder_layers
-    from keras_diffusion.models.layers import AttentionBlock, ResidualBlock
+    from keras_diffusion.models.networks import autoencoder_layers
+    from keras_diffusion.models.networks.layers import AttentionBlock, ResidualBlock
 
     x = np.ones((1, 4, 4, 8), "float32")
     blocks = [
@@ -160,14 +160,14 @@ def test_blocks_pass_their_dtype_policy_to_their_sublayers():
 def test_the_default_norm_groups_work_for_any_widths():
     unet = kd.models.UNet(image_shape=(8, 8, 1), widths=(16, 32), num_res_blocks=1)  # 32 groups would not divide 16
     assert unet.norm_groups == unet.get_config()["norm_groups"] == 16
-    assert kd.models.unet.default_norm_groups((64, 128, 256)) == 32  # DDPM's value where it fits
-    assert kd.models.unet.default_norm_groups((24, 40)) == 8
-    assert kd.models.unet.default_norm_groups((7,)) == 7
+    assert kd.models.networks.unet.default_norm_groups((64, 128, 256)) == 32  # DDPM's value where it fits
+    assert kd.models.networks.unet.default_norm_groups((24, 40)) == 8
+    assert kd.models.networks.unet.default_norm_groups((7,)) == 7
 
 
 def test_presets_are_one_table_behind_unet_preset():
     tiny = kd.models.UNet.preset("tiny")
-    table = kd.models.unet.PRESETS["tiny"]
+    table = kd.models.PRESETS["tiny"]
     config = tiny.get_config()
     def plain(value):
         return tuple(value) if isinstance(value, (list, tuple)) else value
@@ -180,8 +180,8 @@ def test_presets_are_one_table_behind_unet_preset():
     assert micro.get_layer("up_1_upsample_conv").output.shape == (None, 14, 14, 64)
     assert micro.get_layer("up_1_upsample").output.shape == (None, 28, 28, 16)
     # The measured peak learning rates name presets; the others get DDPM's.
-    assert set(kd.models.unet.PEAK_LEARNING_RATES) <= set(kd.models.unet.PRESETS)
-    assert kd.models.unet.peak_learning_rate("mnist") == 2e-4
+    assert set(kd.training.PEAK_LEARNING_RATES) <= set(kd.models.PRESETS)
+    assert kd.training.peak_learning_rate("mnist") == 2e-4
     # Widths without norm_groups keep the largest group count that divides them and the preset's.
     narrow = kd.models.UNet.preset("tiny", widths=(12, 24, 24), num_classes=None)
     assert narrow.norm_groups == 4 and narrow.num_classes is None

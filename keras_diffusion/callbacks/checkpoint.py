@@ -26,8 +26,9 @@ import warnings
 import keras
 import numpy as np
 
-from keras_diffusion.distributed import is_chief
-from keras_diffusion.io import replaced_atomically, save_model_atomically, write_bytes_atomically
+from keras_diffusion.data.files import replaced_atomically, save_model_atomically, write_bytes_atomically
+from keras_diffusion.runtime import keras_internals
+from keras_diffusion.runtime.distributed import is_chief
 
 POINTER_FILE = "checkpoint.json"
 FORMAT_VERSION = 1
@@ -191,7 +192,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         if self._set_initial_epoch:
             # fit has read it by now; Keras never resets it, and a later fit (even one that
             # fails before on_train_end) must start at the epoch it asks for.
-            self._model._initial_epoch = None
+            keras_internals.set_initial_epoch(self._model, None)
             self._set_initial_epoch = False
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
@@ -214,7 +215,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         self._stop_skipping()
         if self._set_initial_epoch:  # no epoch ran: the checkpoint was already at `epochs`
-            self._model._initial_epoch = None
+            keras_internals.set_initial_epoch(self._model, None)
             self._set_initial_epoch = False
 
     # -------------------------------------------------------------- helpers
@@ -239,7 +240,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             )
         self._epoch = metadata["epoch"]
         self._global_step = metadata["global_step"]
-        model._initial_epoch = metadata["epoch"]  # what BackupAndRestore sets: fit starts at this epoch
+        keras_internals.set_initial_epoch(model, metadata["epoch"])  # fit starts at this epoch
         self._set_initial_epoch = True
         if metadata["batch"]:
             self._start_skipping(metadata["batch"])
@@ -248,20 +249,20 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         """Makes the next `num_batches` calls of the train function consume a batch without training."""
         model = self.model
         self._batches_to_skip = num_batches
-        self._original_train_function = original = model.train_function
+        self._original_train_function = original = keras_internals.train_function(model)
         remaining = [num_batches]
 
         def train_function(*args):
             remaining[0] -= 1
             if remaining[0] == 0:
-                model.train_function = original
+                keras_internals.set_train_function(model, original)
             return _skip_batch(args)
 
-        model.train_function = train_function
+        keras_internals.set_train_function(model, train_function)
 
     def _stop_skipping(self) -> None:
         if self._original_train_function is not None:
-            self.model.train_function = self._original_train_function
+            keras_internals.set_train_function(self.model, self._original_train_function)
             self._original_train_function = None
         self._batches_to_skip = 0
 

@@ -6,7 +6,7 @@ import os
 import keras
 import numpy as np
 
-from keras_diffusion.io import save_npz_atomically
+from keras_diffusion.data.files import save_npz_atomically
 
 _PATTERN = "ema_snapshot_{:09d}.npz"
 

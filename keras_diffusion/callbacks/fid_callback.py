@@ -7,22 +7,22 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_diffusion import samplers
 from keras_diffusion.callbacks.clock import TrainingClock
+from keras_diffusion.data.datasets import DATASETS, name_for_shape
+from keras_diffusion.data.datasets import load as load_dataset
 from keras_diffusion.metrics.classifier import Classifier, balanced_labels
 from keras_diffusion.metrics.features import FeatureExtractor, default_feature_extractor, extract_features
-from keras_diffusion.datasets import DATASETS, name_for_shape
-from keras_diffusion.datasets import load as load_dataset
 from keras_diffusion.metrics.fid import FID, MIN_RECOMMENDED_SAMPLES
 from keras_diffusion.metrics.scores import score_images
 from keras_diffusion.metrics.statistics import FeatureStatistics
+from keras_diffusion.samplers import Sampling
 
 
 class FIDCallback(keras.callbacks.Callback):
     """Generates images every few epochs, updates or training seconds and logs their FID (and KID).
 
-    At each evaluation it calls `model.generate(num_samples, sampler=...,
-    steps=..., labels=..., guidance_scale=..., seed=...)` (EMA weights) and
+    At each evaluation it calls `model.generate(num_samples, labels=...,
+    seed=..., **sampling.arguments())` (EMA weights by default) and
     computes `"fid"` (and `"kid"`, and `"class_accuracy"` with a
     `classifier`). The same seed and labels are used every time, so the
     values of different evaluations differ by the model only. Real-data
@@ -46,7 +46,7 @@ class FIDCallback(keras.callbacks.Callback):
             dataset or iterable; uint8 or floats in [0, 1]), a
             `FeatureStatistics`, or the path of a saved statistics `.npz`
             (statistics do not suffice for `kid=True`). `None`: the `split`
-            of `dataset` from `keras_diffusion.datasets.load`, its statistics
+            of `dataset` from `keras_diffusion.data.datasets.load`, its statistics
             cached on disk by `keras_diffusion.metrics.FID`.
         dataset: the known dataset used when `real_data_or_stats` is None;
             default: the one whose image shape the model has (`"mnist"` for
@@ -59,10 +59,9 @@ class FIDCallback(keras.callbacks.Callback):
         every_n_updates: evaluate after every n-th optimizer update.
         every_seconds: evaluate whenever this many more seconds of training
             have passed (checked after each update).
-        sampler: a sampler name of `keras_diffusion.samplers.available()`
-            or a `Sampler` with its settings, e.g. `samplers.get("ddim", eta=1.0)`.
-        steps: sampler steps; None for the sampler's own default.
-        guidance_scale: classifier-free guidance weight (conditional models).
+        sampling: how to generate (`keras_diffusion.samplers.Sampling`: the
+            sampler, its steps, the guidance weight, the batch size); None
+            for `generate`'s defaults.
         labels: class labels for `generate`; `None` gives a conditional
             model balanced classes (`0, 1, ..., num_classes - 1, 0, ...`).
         classifier: optional images -> class scores (e.g.
@@ -76,8 +75,6 @@ class FIDCallback(keras.callbacks.Callback):
             repeated dataset needs a number).
         seed: sampling seed, the same at every evaluation.
         batch_size: images per extractor call.
-        generate_batch_size: images per `generate` network call; `None` for
-            the model's default.
         verbose: 1 prints the values after each evaluation.
 
     Returns:
@@ -98,9 +95,7 @@ class FIDCallback(keras.callbacks.Callback):
         every_n_epochs: int = 1,
         every_n_updates: int | None = None,
         every_seconds: float | None = None,
-        sampler: Any = samplers.RECOMMENDED,
-        steps: int | None = None,
-        guidance_scale: float = 0.0,
+        sampling: Sampling | None = None,
         feature_extractor: FeatureExtractor | None = None,
         kid: bool = False,
         labels: Any = None,
@@ -108,7 +103,6 @@ class FIDCallback(keras.callbacks.Callback):
         num_real_samples: int | None = None,
         seed: int = 0,
         batch_size: int = 50,
-        generate_batch_size: int | None = None,
         verbose: int = 0,
     ) -> None:
         super().__init__()
@@ -145,17 +139,15 @@ class FIDCallback(keras.callbacks.Callback):
         self.every_n_epochs = int(every_n_epochs)
         self.every_n_updates = None if every_n_updates is None else int(every_n_updates)
         self.every_seconds = None if every_seconds is None else float(every_seconds)
-        samplers.get(sampler)  # a clear error now, not at the first evaluation
-        self.sampler = sampler
-        self.steps = steps
-        self.guidance_scale = guidance_scale
+        if sampling is not None and not isinstance(sampling, Sampling):
+            raise TypeError(f"`sampling` must be a kd.samplers.Sampling or None; received {type(sampling).__name__}.")
+        self.sampling = sampling or Sampling()
         self.kid = bool(kid)
         self.labels = labels
         self.classifier = classifier
         self.num_real_samples = num_real_samples
         self.seed = seed
         self.batch_size = int(batch_size)
-        self.generate_batch_size = generate_batch_size
         self.verbose = verbose
         self._feature_extractor = feature_extractor
         self._real_statistics: FeatureStatistics | None = None
@@ -206,15 +198,7 @@ class FIDCallback(keras.callbacks.Callback):
         labels = self._generation_labels()
         if self.classifier is not None and labels is None:
             raise ValueError("FIDCallback(classifier=...) needs a class-conditional model.")
-        images = self.model.generate(
-            self.num_samples,
-            sampler=self.sampler,
-            steps=self.steps,
-            labels=labels,
-            guidance_scale=self.guidance_scale,
-            seed=self.seed,
-            batch_size=self.generate_batch_size,
-        )
+        images = self.model.generate(self.num_samples, labels=labels, seed=self.seed, **self.sampling.arguments())
         results = score_images(
             images, self._real_statistics, self.feature_extractor, self.batch_size,
             real_features=self._real_features if self.kid else None, classifier=self.classifier, labels=labels,

@@ -1,16 +1,15 @@
 """Image grids of samples, as arrays and as a per-epoch PNG callback."""
 
 import os
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
-from keras_diffusion import samplers
-from keras_diffusion.io import save_image_atomically
-from keras_diffusion.metrics.images import as_uint8_images
+from keras_diffusion.data.files import save_image_atomically
+from keras_diffusion.data.images import as_uint8_images
+from keras_diffusion.samplers import Sampling
 
 
 def make_image_grid(images: Any, columns: int, padding: int = 2, pad_value: float = 1.0) -> np.ndarray:
@@ -66,19 +65,16 @@ class ImageGridCallback(keras.callbacks.Callback):
             all classes `0..num_classes-1`.
         real_images: real images (uint8 or floats in [0, 1]) shown under the
             generated ones; the first `rows * columns` are used.
-        sampler: a sampler name of `keras_diffusion.samplers.available()` or
-            a `Sampler` with its settings, e.g. `samplers.get("ddim", eta=1.0)`
-            (default: the recommended one, as `generate`).
-        steps: sampler steps; None for the sampler's own default.
-        guidance_scale: classifier-free guidance weight (conditional models).
+        sampling: how to generate (`keras_diffusion.samplers.Sampling`: the
+            sampler, its steps, the guidance weight, ...); None for
+            `generate`'s defaults.
         seed: sampling seed, the same at every epoch.
-        eta: deprecated: pass `sampler=samplers.get("ddim", eta=...)`.
 
     Returns:
         A Keras callback.
 
     Example:
-    >>> grids = ImageGridCallback("runs/grids", every_n_epochs=5)  # doctest: +SKIP
+    >>> grids = ImageGridCallback("runs/grids", every_n_epochs=5, sampling=Sampling("ddim", steps=50))  # doctest: +SKIP
     >>> model.fit(images, labels, epochs=50, callbacks=[grids])  # doctest: +SKIP
     """
 
@@ -90,11 +86,8 @@ class ImageGridCallback(keras.callbacks.Callback):
         columns: int = 8,
         labels: Sequence[int] | None = None,
         real_images: Any = None,
-        sampler: Any = samplers.RECOMMENDED,
-        steps: int | None = None,
-        guidance_scale: float = 0.0,
+        sampling: Sampling | None = None,
         seed: int = 0,
-        eta: float | None = None,
     ) -> None:
         super().__init__()
         if int(every_n_epochs) < 1 or int(rows) < 1 or int(columns) < 1:
@@ -107,18 +100,9 @@ class ImageGridCallback(keras.callbacks.Callback):
         self.columns = int(columns)
         self.labels = None if labels is None else [int(label) for label in labels]
         self.real_images = None if real_images is None else as_uint8_images(real_images)
-        if eta is not None:
-            warnings.warn(
-                "ImageGridCallback(eta=...) is deprecated; pass sampler=kd.samplers.get('ddim', eta=...).",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            if sampler == "ddim":
-                sampler = samplers.get("ddim", eta=eta)
-        samplers.get(sampler)  # a clear error now, not at the end of the first epoch
-        self.sampler = sampler
-        self.steps = steps
-        self.guidance_scale = guidance_scale
+        if sampling is not None and not isinstance(sampling, Sampling):
+            raise TypeError(f"`sampling` must be a kd.samplers.Sampling or None; received {type(sampling).__name__}.")
+        self.sampling = sampling or Sampling()
         self.seed = seed
 
     def _row_labels(self) -> list[int] | None:
@@ -134,14 +118,7 @@ class ImageGridCallback(keras.callbacks.Callback):
         row_labels = self._row_labels()
         rows = self.rows if row_labels is None else len(row_labels)
         labels = None if row_labels is None else np.repeat(row_labels, self.columns)
-        generated = self.model.generate(
-            rows * self.columns,
-            sampler=self.sampler,
-            steps=self.steps,
-            labels=labels,
-            guidance_scale=self.guidance_scale,
-            seed=self.seed,
-        )
+        generated = self.model.generate(rows * self.columns, labels=labels, seed=self.seed, **self.sampling.arguments())
         grid = make_image_grid(generated, self.columns)
         if self.real_images is None:
             return grid

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from keras_diffusion.callbacks.clock import TrainingClock
-from keras_diffusion.io import write_bytes_atomically
+from keras_diffusion.data.files import write_bytes_atomically
 
 
 class CurvePoint(NamedTuple):

@@ -34,10 +34,7 @@ def available_samplers() -> list[str]:
     >>> "ddim" in available_samplers()
     True
     """
-    available = getattr(kd.samplers, "available", None)
-    if callable(available):
-        return sorted(available())
-    return sorted(kd.samplers.SAMPLERS)
+    return kd.samplers.available()
 
 
 # ----------------------------------------------------------------- argument types
@@ -116,10 +113,12 @@ def make_feature_extractor(batch_size: int):
     return kd.metrics.default_feature_extractor(batch_size)
 
 
-def sampling_kwargs(args) -> dict:
-    """The sampler (with its --eta), steps and guidance, passed the same way to generate and both callbacks."""
-    sampler = kd.samplers.get(args.sampler, **({} if args.eta is None else {"eta": args.eta}))
-    return dict(sampler=sampler, steps=args.steps, guidance_scale=args.guidance_scale)
+def sampling_from_args(args, batch_size: int | None = None, use_ema: bool = True) -> kd.samplers.Sampling:
+    """The sampler (with its --eta), steps and guidance as one `Sampling`, handed whole to generate and the callbacks."""
+    sampler = kd.samplers.get_sampler(args.sampler, **({} if args.eta is None else {"eta": args.eta}))
+    return kd.samplers.Sampling(
+        sampler, steps=args.steps, guidance_scale=args.guidance_scale, batch_size=batch_size, use_ema=use_ema
+    )
 
 def load_diffusion_model(path: str) -> kd.DiffusionModel:
     """Loads a `.keras` file and checks that it holds a `DiffusionModel`.
@@ -171,6 +170,6 @@ def check_guidance(model: kd.DiffusionModel, guidance_scale: float) -> None:
 def check_steps(model: kd.DiffusionModel, args) -> None:
     """Fills in the sampler's default `--steps` for this model, or checks the one given."""
     if args.steps is None:
-        args.steps = kd.samplers.get(args.sampler).default_steps(model.schedule)
+        args.steps = kd.samplers.get_sampler(args.sampler).default_steps(model.schedule)
     if args.steps > model.timesteps:
         raise CommandLineError(f"--steps ({args.steps}) cannot exceed the model's timesteps ({model.timesteps}).")

@@ -19,9 +19,9 @@ from keras_diffusion.cli.common import (
     int_list,
     load_diffusion_model,
     positive_int,
-    sampling_kwargs,
+    sampling_from_args,
 )
-from keras_diffusion.io import write_bytes_atomically
+from keras_diffusion.data.files import write_bytes_atomically
 from keras_diffusion.metrics.fid import MIN_RECOMMENDED_SAMPLES
 
 
@@ -116,7 +116,7 @@ def run_evaluate(args) -> int:
         backend = keras.backend.backend()
         print(f"Generating {args.num} images with {args.sampler}, {args.steps} steps ({backend} backend).")
         generated = model.generate(
-            args.num, labels=labels, seed=args.seed, verbose=not args.quiet, **sampling_kwargs(args)
+            args.num, labels=labels, seed=args.seed, verbose=not args.quiet, **sampling_from_args(args).arguments()
         )
     else:
         generated = kd.datasets.read_images(args.images, real.shape[1:], args.num)

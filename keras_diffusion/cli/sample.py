@@ -19,9 +19,9 @@ from keras_diffusion.cli.common import (
     int_list,
     load_diffusion_model,
     positive_int,
-    sampling_kwargs,
+    sampling_from_args,
 )
-from keras_diffusion.io import save_npz_atomically
+from keras_diffusion.data.files import save_npz_atomically
 
 
 def add_parser(commands) -> None:
@@ -68,8 +68,8 @@ def run_sample(args) -> int:
     check_steps(model, args)
     print(f"Sampling {args.num} images with {args.sampler}, {args.steps} steps ({keras.backend.backend()} backend).")
     images = model.generate(
-        args.num, labels=labels, seed=args.seed, batch_size=args.batch_size, use_ema=not args.raw_weights,
-        verbose=not args.quiet, **sampling_kwargs(args),
+        args.num, labels=labels, seed=args.seed, verbose=not args.quiet,
+        **sampling_from_args(args, batch_size=args.batch_size, use_ema=not args.raw_weights).arguments(),
     )  # fmt: skip
     columns = args.columns or (args.num // len(args.labels) if args.labels and len(args.labels) > 1 else None)
     columns = columns or math.ceil(math.sqrt(args.num))

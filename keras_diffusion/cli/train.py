@@ -19,10 +19,10 @@ from keras_diffusion.cli.common import (
     number,
     positive_float,
     positive_int,
-    sampling_kwargs,
+    sampling_from_args,
     widths,
 )
-from keras_diffusion.io import save_model_atomically, write_bytes_atomically
+from keras_diffusion.data.files import save_model_atomically, write_bytes_atomically
 
 
 def add_parser(commands) -> None:
@@ -50,7 +50,7 @@ def add_parser(commands) -> None:
         "(one sub-folder per class, or images directly inside)",
     )  # fmt: skip
     parser.add_argument("--out", default="runs/train", help="output folder")
-    parser.add_argument("--preset", choices=sorted(kd.models.unet.PRESETS), default="tiny", help="U-Net size")
+    parser.add_argument("--preset", choices=sorted(kd.models.PRESETS), default="tiny", help="U-Net size")
     parser.add_argument(
         "--widths", type=widths, default=None, help="override the preset's channels per level, e.g. 32,64,128"
     )
@@ -127,7 +127,7 @@ def run_train(args) -> int:
     """`keras-diffusion train`: fit a model and write grids, curves, checkpoints and the model."""
     _start_processes(args)
     if args.steps is None:
-        args.steps = kd.samplers.get(args.sampler).default_steps(kd.schedules.get(args.schedule, args.timesteps))
+        args.steps = kd.samplers.get_sampler(args.sampler).default_steps(kd.schedules.get_schedule(args.schedule, args.timesteps))
     if args.timesteps < args.steps:
         raise CommandLineError(f"--steps ({args.steps}) cannot exceed --timesteps ({args.timesteps}).")
     if args.ema_decay >= 1 or args.class_dropout >= 1:
@@ -155,11 +155,8 @@ def run_train(args) -> int:
             class_dropout=args.class_dropout, seed=args.seed, timestep_sampling=args.timestep_sampling,
             **({} if args.prediction is None else {"prediction": args.prediction}),
         )  # fmt: skip
-        learning_rate = args.learning_rate or kd.models.unet.peak_learning_rate(args.preset)
-        if args.lr_schedule == "cosine":
-            updates = args.epochs * -(-len(images) // args.batch_size)
-            learning_rate = kd.learning_rates.warmup_cosine(learning_rate, max(updates, 2))
-        model.compile(optimizer=kd.optimizers.Adam(learning_rate))
+        updates = args.epochs * -(-len(images) // args.batch_size)
+        model.compile(optimizer=kd.training.optimizer_for_run(updates, args.preset, args.learning_rate, args.lr_schedule))
 
     if dataset:
         real_images, _, _ = kd.datasets.load_dataset_or_folder(dataset, "test", args.data_dir, 32)
@@ -173,13 +170,13 @@ def run_train(args) -> int:
             kd.callbacks.FIDCallback(
                 None if dataset else images, dataset=dataset, split="test", num_samples=args.fid_samples,
                 every_n_epochs=args.fid_every, num_real_samples=args.fid_real, seed=args.seed, verbose=1,
-                feature_extractor=common.make_feature_extractor(50), **sampling_kwargs(args),
+                feature_extractor=common.make_feature_extractor(50), sampling=sampling_from_args(args),
             )  # fmt: skip
         )
     callbacks += [
         kd.callbacks.ImageGridCallback(
             os.path.join(args.out, "grids"), every_n_epochs=args.grid_every, columns=columns, labels=grid_labels,
-            real_images=real_images[: 4 * columns], seed=args.seed, **sampling_kwargs(args),
+            real_images=real_images[: 4 * columns], seed=args.seed, sampling=sampling_from_args(args),
         ),  # fmt: skip
         kd.callbacks.TrainingCurvesCallback(os.path.join(args.out, "curves.png")),
         kd.callbacks.EpochCheckpoint(os.path.join(args.out, "checkpoints"), keep=args.keep_checkpoints),

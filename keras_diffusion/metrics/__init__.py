@@ -5,6 +5,7 @@ All metrics work on plain arrays, `tf.data` datasets or numpy iterables of
 images (`uint8`, or floats in [0, 1]), independently of training.
 """
 
+from keras_diffusion.data.images import as_uint8_images, iterate_image_batches
 from keras_diffusion.metrics.classifier import (
     CLASSIFIER_ENV_VAR,
     balanced_labels,
@@ -21,7 +22,6 @@ from keras_diffusion.metrics.features import (
 )
 from keras_diffusion.metrics.fid import FID, FIDResult, compute_fid
 from keras_diffusion.metrics.frechet import frechet_distance, trace_sqrt_product
-from keras_diffusion.metrics.images import as_uint8_images, iterate_image_batches
 from keras_diffusion.metrics.inception import (
     AveragePoolingExcludePadding,
     ConvBatchNormReLU,

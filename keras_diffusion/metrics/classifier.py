@@ -21,8 +21,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_diffusion.backend import CACHE_SUBDIR, keras_home, max_pool_2x2
-from keras_diffusion.io import save_npz_atomically
+from keras_diffusion.data.files import save_npz_atomically
+from keras_diffusion.runtime.ops import max_pool_2x2
+from keras_diffusion.runtime.system import CACHE_SUBDIR, keras_home
 
 CLASSIFIER_ENV_VAR = "KERAS_DIFFUSION_MNIST_CLASSIFIER"
 CLASSIFIER_FILENAME = "mnist_classifier.npz"
@@ -140,7 +141,7 @@ class MaxPooling2x2(keras.layers.Layer):
     """`keras.layers.MaxPooling2D()` (2×2 windows, stride 2, channels last) with a faster gradient on JAX.
 
     The same outputs and no weights; computed by
-    `keras_diffusion.backend.max_pool_2x2`, which on JAX trains the digit
+    `keras_diffusion.runtime.max_pool_2x2`, which on JAX trains the digit
     classifier 1.7× faster than Keras' pooling layer.
 
     Example:
@@ -212,7 +213,7 @@ def train_mnist_classifier(
         The trained `keras.Model` (logits).
 
     Example:
-    >>> images, labels = keras_diffusion.datasets.load("mnist", split="train")  # doctest: +SKIP
+    >>> images, labels = keras_diffusion.data.datasets.load("mnist", split="train")  # doctest: +SKIP
     >>> classifier = train_mnist_classifier(images, labels)  # doctest: +SKIP
     """
     images = np.asarray(images)
@@ -293,7 +294,7 @@ def mnist_classifier(
             f"No MNIST classifier at {path}. Run `python examples/train_mnist_classifier.py` or call "
             "mnist_classifier(train_if_missing=True)."
         )
-    from keras_diffusion import datasets
+    from keras_diffusion.data import datasets
 
     images, labels = datasets.load("mnist", split="train", data_dir=data_dir)
     if verbose:

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from keras_diffusion import distributed
-from keras_diffusion.metrics.images import iterate_image_batches
+from keras_diffusion.data.images import iterate_image_batches
+from keras_diffusion.runtime import distributed
 
 FeatureExtractor = Callable[[np.ndarray], np.ndarray]
 
@@ -88,7 +88,7 @@ def extract_features(
 ) -> np.ndarray:
     """All features of the images in `data`, as one `(N, D)` float32 array.
 
-    In a multi-process run (`keras_diffusion.distributed`) every process must
+    In a multi-process run (`keras_diffusion.runtime.distributed`) every process must
     call it with the same array: each extracts the features of its share, and
     all receive all of them.
 

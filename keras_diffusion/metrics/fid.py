@@ -14,7 +14,6 @@ import re
 import warnings
 from typing import Any
 
-from keras_diffusion.backend import CACHE_SUBDIR, keras_home
 from keras_diffusion.metrics.features import (
     FeatureExtractor,
     default_feature_extractor,
@@ -23,6 +22,7 @@ from keras_diffusion.metrics.features import (
 )
 from keras_diffusion.metrics.frechet import frechet_distance
 from keras_diffusion.metrics.statistics import FeatureStatistics, RunningFeatureStatistics
+from keras_diffusion.runtime.system import CACHE_SUBDIR, keras_home
 
 # Below the feature dimension the sample covariance is singular and FID is
 # noticeably biased upwards; published numbers use 50 000 generated images.

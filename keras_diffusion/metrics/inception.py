@@ -19,9 +19,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_diffusion.backend import compile_function
-from keras_diffusion.metrics.images import as_uint8_images
+from keras_diffusion.data.images import as_uint8_images
 from keras_diffusion.metrics.inception_weights import resolve_weights_path
+from keras_diffusion.runtime.compilation import compile_function
 
 INCEPTION_SIZE = 299
 FEATURE_DIM = 2048

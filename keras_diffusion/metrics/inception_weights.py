@@ -23,8 +23,8 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
-from keras_diffusion.backend import CACHE_SUBDIR, keras_home
-from keras_diffusion.io import save_npz_atomically
+from keras_diffusion.data.files import save_npz_atomically
+from keras_diffusion.runtime.system import CACHE_SUBDIR, keras_home
 
 WEIGHTS_ENV_VAR = "KERAS_DIFFUSION_FID_WEIGHTS"
 TORCHSCRIPT_URL = (

@@ -75,7 +75,7 @@ def gaussian_sampler_error(
     >>> abs(error.std_error) < 0.01, error.function_evaluations
     (True, 20)
     """
-    sampler = samplers_module.get(sampler)
+    sampler = samplers_module.get_sampler(sampler)
     if sampler.adaptive:
         raise ValueError(f"{sampler!r} picks its own steps; give a fixed-step sampler.")
     if not std > 0 or mean == 0:

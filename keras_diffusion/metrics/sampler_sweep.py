@@ -20,9 +20,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from keras_diffusion import samplers as sampler_registry
-from keras_diffusion.io import write_bytes_atomically
+from keras_diffusion.data.files import write_bytes_atomically
 from keras_diffusion.metrics.fid import FID
 from keras_diffusion.metrics.statistics import FeatureStatistics
+from keras_diffusion.samplers import Sampling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +58,7 @@ def sampler_label(sampler: "sampler_registry.Sampler") -> str:
     """The sampler's name, with the settings that differ from its defaults: `dpmpp_2m_sde (eta=0.25)`.
 
     Example:
-    >>> sampler_label(kd.samplers.get("dpmpp_2m_sde", eta=0.25)), sampler_label(kd.samplers.get("ddim"))
+    >>> sampler_label(kd.samplers.get_sampler("dpmpp_2m_sde", eta=0.25)), sampler_label(kd.samplers.get_sampler("ddim"))
     ('dpmpp_2m_sde (eta=0.25)', 'ddim')
     """
     try:
@@ -75,10 +76,8 @@ def fid_versus_nfe(
     steps: Sequence[int],
     *,
     num_samples: int = 2048,
-    guidance_scale: float = 0.0,
+    sampling: Sampling | None = None,
     seed: int = 0,
-    batch_size: int | None = None,
-    use_ema: bool = True,
     fid: FID | None = None,
     on_point: Callable[[SweepPoint], None] | None = None,
 ) -> list[SweepPoint]:
@@ -96,11 +95,10 @@ def fid_versus_nfe(
         samplers: names from `samplers.available()` or `Sampler` instances.
         steps: step counts (>= 1) to try with each non-adaptive sampler.
         num_samples: images per point (N); FID wants >= 2048.
-        guidance_scale: classifier-free guidance weight for every point.
+        sampling: the settings every point shares (guidance weight, batch
+            size, EMA or raw weights; `keras_diffusion.samplers.Sampling`);
+            each point replaces its sampler and steps. None for the defaults.
         seed: the same seed for every point (same start noise and labels).
-        batch_size: images per network call (`generate`'s default when None).
-        use_ema: sample with the EMA weights (`generate`'s `use_ema`); early
-            in training the EMA still carries the initial weights.
         fid: the `FID` to use (its feature extractor is reused); a new one when None.
         on_point: called with each `SweepPoint` as soon as it is measured.
 
@@ -124,10 +122,8 @@ def fid_versus_nfe(
     points = []
     for sampler, step_count in configurations:
         start = time.perf_counter()
-        images = model.generate(
-            num_samples, sampler=sampler, steps=step_count, guidance_scale=guidance_scale, seed=seed,
-            batch_size=batch_size, use_ema=use_ema,
-        )  # fmt: skip
+        settings = (sampling or Sampling()).replace(sampler=sampler, steps=step_count)
+        images = model.generate(num_samples, seed=seed, **settings.arguments())
         seconds = time.perf_counter() - start
         result = fid(real_statistics, images)
         point = SweepPoint(
@@ -149,7 +145,7 @@ def _configurations(samplers, steps):
     steps = sorted({_positive_steps(s) for s in steps}) if steps else []
     configurations = []
     for identifier in samplers:
-        sampler = sampler_registry.get(identifier)
+        sampler = sampler_registry.get_sampler(identifier)
         if sampler.adaptive:
             configurations.append((sampler, 1))
             continue

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from keras_diffusion.io import save_npz_atomically
+from keras_diffusion.data.files import save_npz_atomically
 
 
 def _as_feature_matrix(features: np.ndarray) -> np.ndarray:

@@ -15,9 +15,14 @@ import keras
 import numpy as np
 from keras import layers
 
-from keras_diffusion.io import read_safetensors, write_safetensors
-from keras_diffusion.autoencoder import AutoencoderKL
-from keras_diffusion.models.autoencoder_layers import ConvResidualBlock, Downsample, SpatialSelfAttention, Upsample
+from keras_diffusion.data.files import read_safetensors, write_safetensors
+from keras_diffusion.models.autoencoder import AutoencoderKL
+from keras_diffusion.models.networks.autoencoder_layers import (
+    ConvResidualBlock,
+    Downsample,
+    SpatialSelfAttention,
+    Upsample,
+)
 
 #: The fine-tuned SD v1 VAE (diffusers layout, float32, 335 MB), fetched by `from_pretrained()`.
 DEFAULT_WEIGHTS_URL = "https://huggingface.co/stabilityai/sd-vae-ft-mse/resolve/main/diffusion_pytorch_model.safetensors"
