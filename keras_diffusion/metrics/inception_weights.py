@@ -10,29 +10,41 @@ Where they come from, first match wins:
 1. an explicit path to such an `.npz`;
 2. the environment variable `KERAS_DIFFUSION_FID_WEIGHTS` (a path);
 3. a converted copy cached at `~/.keras/keras_diffusion/` (`$KERAS_HOME`);
-4. a download of the TorchScript file, converted once into that cache. This
-   step needs PyTorch for reading TorchScript.
+4. a download of the published TorchScript file, checked against its pinned
+   SHA-256, read without PyTorch (`keras_diffusion.data.torch_archive`) and
+   converted once into that cache. `KERAS_DIFFUSION_FID_WEIGHTS_URL` and
+   `KERAS_DIFFUSION_FID_WEIGHTS_SHA256` point it at a mirror.
 
 There is no fallback to other weights: FID numbers computed with any other
 network are not comparable with published ones.
 """
 
+import hashlib
 import os
+import re
+import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 
 import keras
 import numpy as np
 
 from keras_diffusion.data.files import save_npz_atomically
+from keras_diffusion.data.torch_archive import CorruptArchiveError, read_torch_archive
 from keras_diffusion.runtime.system import CACHE_SUBDIR, keras_home
 
 WEIGHTS_ENV_VAR = "KERAS_DIFFUSION_FID_WEIGHTS"
+URL_ENV_VAR = "KERAS_DIFFUSION_FID_WEIGHTS_URL"
+SHA256_ENV_VAR = "KERAS_DIFFUSION_FID_WEIGHTS_SHA256"
 TORCHSCRIPT_URL = (
     "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 )
-TORCHSCRIPT_FILENAME = "inception-2015-12-05.pt"
+#: SHA-256 of the published file (95,607,719 bytes), as k-diffusion pins it too.
+TORCHSCRIPT_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
 CONVERTED_FILENAME = "inception-2015-12-05-fid.npz"
 _PARAMETER_SUFFIXES = (".weight", ".beta", ".mean", ".var")
+_CHUNK = 1 << 20
 
 
 def cached_weights_path() -> str:
@@ -60,7 +72,8 @@ def resolve_weights_path(weights: str | os.PathLike | None = None) -> str:
 
     Raises:
         FileNotFoundError: when an explicitly given path does not exist.
-        ImportError: when the weights must be converted but PyTorch is missing.
+        RuntimeError: when the weights must be downloaded and cannot be (the message names the offline remedy).
+        ValueError: when the downloaded file is not the published one (checksum) or not a readable archive.
 
     Example:
     >>> path = resolve_weights_path()  # doctest: +SKIP
@@ -82,53 +95,82 @@ def _existing(path: str, source: str) -> str:
     return path
 
 
-def download_and_convert_weights(destination: str | None = None) -> str:
-    """Downloads the TorchScript port and converts it to the `.npz` layout once.
+def download_and_convert_weights(
+    destination: str | None = None, url: str | None = None, sha256: str | None = None, verbose: bool = True
+) -> str:
+    """Downloads the published TorchScript file, checks its SHA-256 and converts it to the `.npz` layout once.
+
+    PyTorch is not needed: the file is read by `keras_diffusion.data.torch_archive`,
+    which admits only the pickle records that rebuild tensors. The download goes
+    to a temporary file beside `destination` and is deleted afterwards; the
+    `.npz` appears there whole or not at all.
 
     Args:
-        destination: where to write the `.npz`; defaults to
-            `cached_weights_path()`.
+        destination: where to write the `.npz`; defaults to `cached_weights_path()`.
+        url: where to download from; default `$KERAS_DIFFUSION_FID_WEIGHTS_URL`, else `TORCHSCRIPT_URL`.
+        sha256: the file's expected SHA-256; default `$KERAS_DIFFUSION_FID_WEIGHTS_SHA256`, else the
+            published file's (`TORCHSCRIPT_SHA256`).
+        verbose: show a progress bar while downloading.
 
     Returns:
         `destination`.
 
     Raises:
-        ImportError: when PyTorch, which reads TorchScript, is not installed.
-            Checked before anything is downloaded.
-        RuntimeError: when the download fails (no network); the message
-            names the offline remedy.
+        RuntimeError: the download failed (no network); the message names the offline remedy.
+        ValueError: the file's checksum differs from the expected one, or it is not a readable archive of
+            the Inception parameters (`CorruptArchiveError`, `UnsafeArchiveError`). Nothing is cached then.
 
     Example:
     >>> download_and_convert_weights()  # doctest: +SKIP
     """
     destination = destination or cached_weights_path()
-    try:
-        import torch
-    except ImportError as error:
-        raise ImportError(
-            "The FID Inception weights are not available locally and converting the "
-            "public TorchScript file needs PyTorch. Either `pip install torch` (once; "
-            f"the converted weights are cached at {destination}), or set "
-            f"{WEIGHTS_ENV_VAR} to the path of an already converted "
-            f"'{CONVERTED_FILENAME}'."
-        ) from error
-    try:
-        torchscript_path = keras.utils.get_file(
-            fname=TORCHSCRIPT_FILENAME,
-            origin=TORCHSCRIPT_URL,
-            cache_dir=keras_home(),
-            cache_subdir=CACHE_SUBDIR,
+    url = url or os.environ.get(URL_ENV_VAR) or TORCHSCRIPT_URL
+    expected = (sha256 or os.environ.get(SHA256_ENV_VAR) or TORCHSCRIPT_SHA256).strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", expected):
+        raise ValueError(
+            f"The expected SHA-256 must be 64 hexadecimal digits (${SHA256_ENV_VAR}); received {expected!r}."
         )
-    except Exception as error:  # keras.utils.get_file raises a bare Exception for network errors
-        raise RuntimeError(
-            f"Could not download the FID Inception weights from {TORCHSCRIPT_URL} ({error}). "
-            f"Without a network, set {WEIGHTS_ENV_VAR} to the path of a converted '{CONVERTED_FILENAME}' "
-            f"(or place it at {destination})."
-        ) from error
-    module = torch.jit.load(torchscript_path, map_location="cpu").eval()
-    state = {name: tensor.detach().cpu().numpy() for name, tensor in module.state_dict().items()}
-    save_npz_atomically(destination, torchscript_state_to_npz_layout(state))
+    folder = os.path.dirname(os.path.abspath(destination))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".inception-download-", suffix=".pt", dir=folder)
+    os.close(handle)
+    try:
+        digest = _download(url, temporary, verbose)
+        if digest != expected:
+            raise ValueError(
+                f"The file downloaded from {url} has SHA-256 {digest}, not the expected {expected}: it is "
+                "truncated, damaged or another file. Nothing was cached; try again, or for a mirror of another "
+                f"build set {SHA256_ENV_VAR} to its checksum."
+            )
+        converted = torchscript_state_to_npz_layout(read_torch_archive(temporary))
+        if "net.layers.conv.weight" not in converted:
+            raise CorruptArchiveError(f"The archive from {url} holds no FID Inception parameters (net.layers.*).")
+        save_npz_atomically(destination, converted)
+    finally:
+        os.remove(temporary)
     return destination
+
+
+def _download(url: str, path: str, verbose: bool) -> str:
+    """Streams `url` into `path`; returns the SHA-256 of what arrived."""
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(path, "wb") as file:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            if verbose:
+                print(f"Downloading the FID Inception weights from {url} (once; cached as {CONVERTED_FILENAME}).")
+            progress = keras.utils.Progbar(total, unit_name="byte") if verbose else None
+            while chunk := response.read(_CHUNK):
+                file.write(chunk)
+                digest.update(chunk)
+                if progress is not None:
+                    progress.add(len(chunk))
+    except (urllib.error.URLError, OSError) as error:
+        raise RuntimeError(
+            f"Could not download the FID Inception weights from {url} ({error}). Without a network, set "
+            f"{WEIGHTS_ENV_VAR} to the path of a converted '{CONVERTED_FILENAME}', or {URL_ENV_VAR} to a mirror."
+        ) from error
+    return digest.hexdigest()
 
 
 def torchscript_state_to_npz_layout(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
