@@ -19,7 +19,14 @@ else lives in a sub-package named for its job:
 names the docs use (`kd.datasets.load`, `kd.optimizers.Adam`, ...).
 """
 
-from keras_diffusion.runtime.defaults import apply_engine_defaults
+import os as _os
+import sys as _sys
+
+if _os.path.basename((getattr(_sys, "argv", None) or [""])[0]) == "keras-diffusion":
+    # The command prints no TensorFlow/XLA C++ start-up lines unless the user set the level themselves.
+    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from keras_diffusion.runtime.defaults import apply_engine_defaults  # noqa: E402
 
 apply_engine_defaults()  # before any engine runs; see runtime/defaults.py and docs/installation.md
 
@@ -42,4 +49,4 @@ from keras_diffusion.models import DiffusionModel, LatentDiffusionModel  # noqa:
 from keras_diffusion.runtime import distributed  # noqa: E402
 from keras_diffusion.training import learning_rates, optimizers  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"

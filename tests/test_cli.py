@@ -154,6 +154,16 @@ def test_sample_writes_a_png_grid_with_a_row_per_label_and_an_npz_of_n_images_in
     assert images.min() >= 0.0 and images.max() <= 1.0 and labels.tolist() == [1, 1, 2, 2, 3, 3]
 
 
+def test_sample_takes_the_shipped_model_by_name(tmp_path, capsys):
+    status, out, err = run(["sample", "mnist", "--labels", 3, "--num", 2, "--steps", 3, "--out", tmp_path / "t.png",
+                            "--quiet"], capsys)  # fmt: skip
+    assert status == 0, err
+    with np.load(tmp_path / "t.npz") as data:
+        assert data["images"].shape == (2, 28, 28, 1) and data["labels"].tolist() == [3, 3]
+    status, _, err = run(["sample", "mnits", "--out", tmp_path / "u.png"], capsys)
+    assert status == 1 and "shipped models: mnist" in err
+
+
 def test_sample_output_round_trips_into_evaluate(sampled, capsys, pixel_fid):
     status, out, _ = run(["evaluate", "--images", sampled[1] / "s.npz", "--dataset", "mnist", "--num-real", 8], capsys)
     assert status == 0 and "6 generated vs 8 real images, mnist test" in out

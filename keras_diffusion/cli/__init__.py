@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Example:
     >>> main(["--version"])  # doctest: +SKIP
-    keras-diffusion 0.1.0
+    keras-diffusion 0.2.0.dev0
     0
     """
     parser = build_parser()

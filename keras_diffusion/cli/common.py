@@ -88,7 +88,17 @@ def image_size(text: str) -> tuple[int, int]:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps the hand-made line breaks of descriptions and epilogs."""
+    """Shows each default once and keeps the hand-made line breaks of descriptions and epilogs.
+
+    A help text that already says its default ("default: ...", "(default 256)") gets no second one, and
+    options without a value (`None`, flags that are off) get none.
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
 
 def add_sampling_options(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
@@ -121,10 +131,10 @@ def sampling_from_args(args, batch_size: int | None = None, use_ema: bool = True
     )
 
 def load_diffusion_model(path: str) -> kd.DiffusionModel:
-    """Loads a `.keras` file and checks that it holds a `DiffusionModel`.
+    """Loads a `.keras` file, or a model shipped with the package by name, and checks that it holds a `DiffusionModel`.
 
     Args:
-        path: the file.
+        path: the file, or a name of `kd.models.available_pretrained()` ("mnist").
 
     Returns:
         The model.
@@ -132,8 +142,12 @@ def load_diffusion_model(path: str) -> kd.DiffusionModel:
     Example:
     >>> model = load_diffusion_model("runs/mnist/model.keras")  # doctest: +SKIP
     """
+    if not os.path.isfile(path) and path in kd.models.available_pretrained():
+        return kd.models.load_pretrained(path)
     if not os.path.isfile(path):
-        raise CommandLineError(f"Model file {path!r} does not exist.")
+        raise CommandLineError(
+            f"Model file {path!r} does not exist (shipped models: {', '.join(kd.models.available_pretrained())})."
+        )
     if not path.endswith(".keras"):
         raise CommandLineError(f"Model file {path!r} is not a .keras file (as written by `train` or model.save).")
     try:

@@ -38,7 +38,11 @@ def add_parser(commands) -> None:
         epilog=BACKEND_NOTE,
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("model", metavar="MODEL", help="a .keras file written by `train` or DiffusionModel.save")
+    parser.add_argument(
+        "model", metavar="MODEL",
+        help=f"a .keras file written by `train` or DiffusionModel.save, or a shipped model: "
+        f"{', '.join(kd.models.available_pretrained())}",
+    )  # fmt: skip
     parser.add_argument("--num", type=positive_int, default=16, help="number of images")
     add_sampling_options(parser, "the images")
     parser.add_argument("--labels", type=int_list, default=None, help="class per image: one class, or a comma list")

@@ -59,7 +59,7 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--learning-rate", type=positive_float, default=None,
         help="Adam's (peak) learning rate; default 1e-2 for the micro preset and 2e-3 for tiny (measured, "
-        "docs/benchmarks.md), 2e-4 (DDPM's) for the larger ones",
+        "docs/lab_notes.md), 2e-4 (DDPM's) for the larger ones",
     )  # fmt: skip
     parser.add_argument(
         "--lr-schedule", choices=["cosine", "constant"], default="cosine",
@@ -69,7 +69,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--schedule", choices=["cosine", "linear"], default="cosine", help="noise schedule")
     parser.add_argument(
         "--prediction", choices=list(kd.predictions.PREDICTIONS), default=None,
-        help="the network's target (default: DiffusionModel's, the fastest to train in docs/benchmarks.md); "
+        help="the network's target (default: DiffusionModel's, the fastest to train in docs/lab_notes.md); "
         "edm: EDM's preconditioning",
     )  # fmt: skip
     parser.add_argument(

@@ -7,6 +7,7 @@
 - `base`: `OwnLossModel`, the base of every model here (its own loss, Adam by default, atomic saves);
   `seed_states`: `SavesSeedStates`, which saves the seed generators' states with the variables.
 - `networks`: the U-Net and its presets, ARDM's network, the autoencoders' blocks, the layers.
+- `pretrained`: models shipped in the package (`load_pretrained("mnist")`) and `export_for_inference`.
 """
 
 from keras_diffusion.models import networks
@@ -33,5 +34,6 @@ from keras_diffusion.models.networks import (
     Upsample,
     group_normalization,
 )
+from keras_diffusion.models.pretrained import available_pretrained, export_for_inference, load_pretrained
 from keras_diffusion.models.seed_states import SavesSeedStates
 from keras_diffusion.models.stable_diffusion_vae import StableDiffusionVAE
