@@ -13,7 +13,7 @@ the requested digit).
 The default budget (3,000 updates of batch 64 over 48,000 digits, the 0.30 M-
 parameter `UNet.preset("micro")`, v-prediction, the cosine noise schedule, Adam
 warming up to 1e-2 and decaying to 0 by the last update: the network and recipe
-that won in docs/benchmarks.md) takes 11-14 minutes of training on a 2-core
+that won in docs/lab_notes.md) takes 11-14 minutes of training on a 2-core
 AVX-512 CPU, plus the evaluation (3 minutes; the first run also trains the digit
 classifier and computes the test statistics once, about 4 minutes more), and
 reached FID 11.86 and 13.13 (N = 2048, two training seeds) with 97.0 and 97.7 %
@@ -120,14 +120,20 @@ def evaluate(model, args, feature_extractor=None, classifier=None):
     start = time.perf_counter()
     test_images, _ = kd.datasets.load("mnist", split="test", data_dir=args.data_dir, limit=args.eval_samples)
     # Cached on disk (~/.keras/keras_diffusion/fid_stats), so later runs skip the real half of the work.
-    real = kd.metrics.FID(feature_extractor).real_statistics(test_images, dataset_name="mnist", split="test")
+    real = kd.metrics.FID(feature_extractor).real_statistics(
+        test_images, dataset_name="mnist", split="test", verbose=True
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # N < 2048 only when asked for
         fid = kd.callbacks.FIDCallback(
             real, num_samples=args.eval_samples, feature_extractor=feature_extractor,
-            sampling=kd.samplers.Sampling(args.eval_sampler, steps=args.eval_steps, guidance_scale=args.eval_guidance_scale),
-            classifier=classifier if classifier is not None else kd.metrics.mnist_classifier(data_dir=args.data_dir),
-            seed=args.seed,
+            sampling=kd.samplers.Sampling(
+                args.eval_sampler, steps=args.eval_steps, guidance_scale=args.eval_guidance_scale
+            ),
+            classifier=(
+                classifier if classifier is not None else kd.metrics.mnist_classifier(data_dir=args.data_dir, verbose=1)
+            ),
+            seed=args.seed, verbose=2,
         )  # fmt: skip
     fid.set_model(model)
     results = fid.evaluate()

@@ -75,7 +75,8 @@ class FIDCallback(keras.callbacks.Callback):
             repeated dataset needs a number).
         seed: sampling seed, the same at every evaluation.
         batch_size: images per extractor call.
-        verbose: 1 prints the values after each evaluation.
+        verbose: 1 prints the values after each evaluation; 2 also says what each
+            evaluation does (and caches), with progress bars while it generates and extracts features.
 
     Returns:
         A Keras callback.
@@ -174,13 +175,17 @@ class FIDCallback(keras.callbacks.Callback):
             name = self.dataset or _dataset_for_shape(tuple(self.model.image_shape))
             images, _ = load_dataset(name, split=self.split, limit=self.num_real_samples)
             fid = FID(self.feature_extractor, batch_size=self.batch_size)
-            self._real_statistics = fid.real_statistics(images, dataset_name=name, split=self.split)
+            self._real_statistics = fid.real_statistics(
+                images, dataset_name=name, split=self.split, verbose=self.verbose >= 2
+            )
             return
         if self.real_data_or_stats is None:
             name = self.dataset or _dataset_for_shape(tuple(self.model.image_shape))
             self.real_data_or_stats, _ = load_dataset(name, split=self.split, limit=self.num_real_samples)
+        if self.verbose >= 2:
+            print("Extracting the features of the real images ...", flush=True)
         self._real_features = extract_features(
-            self.real_data_or_stats, self.feature_extractor, self.batch_size, self.num_real_samples
+            self.real_data_or_stats, self.feature_extractor, self.batch_size, self.num_real_samples, self.verbose >= 2
         )
         self._real_statistics = FeatureStatistics.from_features(self._real_features)
         if not self.kid:
@@ -198,10 +203,18 @@ class FIDCallback(keras.callbacks.Callback):
         labels = self._generation_labels()
         if self.classifier is not None and labels is None:
             raise ValueError("FIDCallback(classifier=...) needs a class-conditional model.")
-        images = self.model.generate(self.num_samples, labels=labels, seed=self.seed, **self.sampling.arguments())
+        talk = self.verbose >= 2
+        if talk:
+            print(f"Generating {self.num_samples} images ({self.sampling.describe()}) ...", flush=True)
+        images = self.model.generate(
+            self.num_samples, labels=labels, seed=self.seed, verbose=talk, **self.sampling.arguments()
+        )
+        if talk:
+            print(f"Extracting their features{' and classifying them' if self.classifier else ''} ...", flush=True)
         results = score_images(
             images, self._real_statistics, self.feature_extractor, self.batch_size,
             real_features=self._real_features if self.kid else None, classifier=self.classifier, labels=labels,
+            verbose=talk,
         )  # fmt: skip
         results.pop("kid_std", None)
         return results

@@ -11,6 +11,7 @@ import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import keras
 import numpy as np
 
 from keras_diffusion.data.images import iterate_image_batches
@@ -55,7 +56,7 @@ def extractor_identity(extractor: FeatureExtractor) -> tuple[str, str]:
 
 
 def iterate_features(
-    data: Any, extractor: FeatureExtractor, batch_size: int = 50, num_samples: int | None = None
+    data: Any, extractor: FeatureExtractor, batch_size: int = 50, num_samples: int | None = None, verbose: bool = False
 ) -> Iterator[np.ndarray]:
     """Yields `(B, D)` float32 feature batches of the images in `data`.
 
@@ -64,6 +65,7 @@ def iterate_features(
         extractor: a feature extractor.
         batch_size: images per call of the extractor.
         num_samples: how many images to use; `None` for all.
+        verbose: show a progress bar over the images (with an ETA when their number is known).
 
     Returns:
         An iterator over feature batches.
@@ -73,8 +75,12 @@ def iterate_features(
     >>> [f.shape for f in iterate_features(np.zeros((3, 2, 2, 1)), flatten, 2)]
     [(2, 4), (1, 4)]
     """
+    total = min(len(data), num_samples or len(data)) if hasattr(data, "__len__") else num_samples
+    progress = keras.utils.Progbar(total, unit_name="image") if verbose else None
     for images in iterate_image_batches(data, batch_size, num_samples):
         features = np.asarray(extractor(images), dtype=np.float32)
+        if progress is not None:
+            progress.add(len(images))
         if features.ndim != 2 or len(features) != len(images):
             raise ValueError(
                 f"The feature extractor returned shape {features.shape} for {len(images)} "
@@ -84,7 +90,7 @@ def iterate_features(
 
 
 def extract_features(
-    data: Any, extractor: FeatureExtractor, batch_size: int = 50, num_samples: int | None = None
+    data: Any, extractor: FeatureExtractor, batch_size: int = 50, num_samples: int | None = None, verbose: bool = False
 ) -> np.ndarray:
     """All features of the images in `data`, as one `(N, D)` float32 array.
 
@@ -97,6 +103,7 @@ def extract_features(
         extractor: a feature extractor.
         batch_size: images per call of the extractor.
         num_samples: how many images to use; `None` for all.
+        verbose: show a progress bar over the images.
 
     Returns:
         The stacked features.
@@ -112,12 +119,12 @@ def extract_features(
         if (processes - 1) * -(-count // processes) < count:  # every process has at least one image
             # Every process extracts its share of the array, and all receive all the features.
             data, num_samples = data[:count][distributed.share(count)], None
-            return distributed.gather_rows(_extract_all(data, extractor, batch_size, num_samples))
-    return _extract_all(data, extractor, batch_size, num_samples)
+            return distributed.gather_rows(_extract_all(data, extractor, batch_size, num_samples, verbose))
+    return _extract_all(data, extractor, batch_size, num_samples, verbose)
 
 
-def _extract_all(data, extractor, batch_size, num_samples):
-    batches = list(iterate_features(data, extractor, batch_size, num_samples))
+def _extract_all(data, extractor, batch_size, num_samples, verbose=False):
+    batches = list(iterate_features(data, extractor, batch_size, num_samples, verbose))
     if not batches:
         raise ValueError("No images were found in the data.")
     return np.concatenate(batches)

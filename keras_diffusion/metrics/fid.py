@@ -144,18 +144,19 @@ class FID:
             return InceptionFeatures.name, InceptionFeatures.resize
         return extractor_identity(self._feature_extractor)
 
-    def statistics(self, data: Any, num_samples: int | None = None) -> FeatureStatistics:
+    def statistics(self, data: Any, num_samples: int | None = None, verbose: bool = False) -> FeatureStatistics:
         """Feature statistics of the images in `data` (nothing cached).
 
         Args:
             data: images as accepted by `iterate_image_batches`.
             num_samples: how many images to use; `None` for all.
+            verbose: show a progress bar over the images.
 
         Returns:
             A `FeatureStatistics`.
         """
         running = RunningFeatureStatistics()
-        for features in iterate_features(data, self.feature_extractor, self.batch_size, num_samples):
+        for features in iterate_features(data, self.feature_extractor, self.batch_size, num_samples, verbose):
             running.update(features)
         return running.result()
 
@@ -181,6 +182,7 @@ class FID:
         dataset_name: str | None = None,
         split: str = "train",
         num_samples: int | None = None,
+        verbose: bool = False,
     ) -> FeatureStatistics:
         """Statistics of real images, computed once per key.
 
@@ -191,6 +193,7 @@ class FID:
             split: the split's name, part of the key.
             num_samples: how many images to use; `None` for all (an array's
                 length is then part of the key, an iterable's is `"all"`).
+            verbose: say what is computed and cached, with a progress bar.
 
         Returns:
             A `FeatureStatistics`.
@@ -198,14 +201,17 @@ class FID:
         if num_samples is None and hasattr(data, "shape"):
             num_samples = int(data.shape[0])
         if dataset_name is None:
-            return self.statistics(data, num_samples)
+            return self.statistics(data, num_samples, verbose)
         path = self.cache_path(dataset_name, split, num_samples)
         if path in self._memory_cache:
             return self._memory_cache[path]
         if os.path.exists(path):
             statistics = FeatureStatistics.load(path)
         else:
-            statistics = self.statistics(data, num_samples)
+            if verbose:
+                print(f"Computing the feature statistics of {num_samples or 'all'} {dataset_name} {split} images once "
+                      f"(cached at {path}).", flush=True)  # fmt: skip
+            statistics = self.statistics(data, num_samples, verbose)
             extractor_name, resize = self._identity()
             statistics.save(
                 path, dataset=str(dataset_name), split=str(split), extractor=extractor_name, resize=resize

@@ -27,6 +27,7 @@ def score_images(
     real_features: np.ndarray | None = None,
     classifier: Classifier | None = None,
     labels: Sequence[int] | None = None,
+    verbose: bool = False,
 ) -> dict[str, float]:
     """Scores generated images against real data.
 
@@ -38,6 +39,7 @@ def score_images(
         real_features: the real images' features; when given, KID is computed too.
         classifier: when given, the share of images it assigns to `labels`.
         labels: the N requested classes; required with `classifier`.
+        verbose: show a progress bar while extracting the features.
 
     Returns:
         `{"fid": ...}`, plus `"kid"` and `"kid_std"` with `real_features`
@@ -54,7 +56,7 @@ def score_images(
     """
     if classifier is not None and labels is None:
         raise ValueError("Class accuracy needs the requested `labels`, one per image.")
-    features = extract_features(images, feature_extractor, batch_size)
+    features = extract_features(images, feature_extractor, batch_size, verbose=verbose)
     generated = FeatureStatistics.from_features(features)
     results = {
         "fid": frechet_distance(
