@@ -1,7 +1,7 @@
 """The samplers' exact error on Gaussian data (no network error), per sampler, NFE and data std.
 
 Usage:
-    python benchmarks/sampler_accuracy.py                       # the table of docs/benchmarks.md
+    python benchmarks/sampler_accuracy.py                       # the table of docs/lab_notes.md
     python benchmarks/sampler_accuracy.py --nfe 10,20 --stds 0.3 --samplers dpmpp_3m,ddim:trailing
 
 Each sampler is driven by the exact denoiser of N(0.2, s²) data (the model's [-1, 1] space,

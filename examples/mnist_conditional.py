@@ -19,11 +19,11 @@ the thesis' ContextUnet used 128 features. About an hour on one GPU.
 
 cpu: the library's measured recipe (v-prediction, the cosine noise schedule
 with T = 1000, Adam warming up to 2e-3 over 5 % of the updates and decaying
-to 0 on a cosine; docs/benchmarks.md) on the main job's 1.06 M-parameter
+to 0 on a cosine; docs/lab_notes.md) on the main job's 1.06 M-parameter
 U-Net (32-64-64, attention only at 7×7 in the middle), 8 epochs of batch 64
 (7,504 updates), FID (N = 1024) every 15 training minutes, grids, FID and
 the sweep with the library's default sampler (`dpmpp_2m_sde`, 10 steps).
-FID 4.09 at N = 10,000 (docs/benchmarks.md). About 1 h 40 min on 2 idle
+FID 4.09 at N = 10,000 (docs/lab_notes.md). About 1 h 40 min on 2 idle
 AVX-512 cores, the evaluation below included (projected from the idle speed;
 measured: 2 h 30 min on a CPU shared with test runs).
 
@@ -82,7 +82,7 @@ PRESETS = {
         attention=True, sampler="ddpm", steps=400, fid_samples=2048, fid_real=10000, fid_every_minutes=0.0,
         final_fid_samples=10000, sweep_samples=2048,
     ),
-    # The converged CPU run of docs/benchmarks.md: the library's measured recipe and the main job's 1.06 M U-Net,
+    # The converged CPU run of docs/lab_notes.md: the library's measured recipe and the main job's 1.06 M U-Net,
     # 8 epochs of batch 64 (7,504 updates): under 2 hours on 2 cores, evaluation included.
     "cpu": dict(
         epochs=8, batch_size=64, learning_rate=2e-3, lr_schedule="warmup_cosine", schedule="cosine", timesteps=1000,

@@ -163,3 +163,42 @@ def test_mkdocs_build_strict(tmp_path):
     assert (tmp_path / "site" / "index.html").exists()
     assert (tmp_path / "site" / "api" / "samplers" / "index.html").exists()
     shutil.rmtree(tmp_path / "site", ignore_errors=True)
+
+
+def kd_names(code: str) -> set[str]:
+    """Every dotted name `kd.a.b...` a piece of Python code uses."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Attribute):
+            parts = []
+            while isinstance(node, ast.Attribute):
+                parts.append(node.attr)
+                node = node.value
+            if isinstance(node, ast.Name) and node.id == "kd":
+                names.add(".".join(["kd", *reversed(parts)]))
+    return names
+
+
+def test_every_library_name_the_readme_uses_exists():
+    import keras_diffusion as kd
+
+    readme = extract_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
+    blocks = [block["code"] for block in readme if block["language"] == "python"]
+    names = set().union(*(kd_names(code) for code in blocks))
+    assert {"kd.models.load_pretrained", "kd.training.optimizer_for_run"} <= names
+    missing = []
+    for name in sorted(names):
+        value = kd
+        for part in name.split(".")[1:]:
+            if not hasattr(value, part):
+                missing.append(name)
+                break
+            value = getattr(value, part)
+    assert not missing, f"the README uses names the library lacks: {missing}"
+
+
+def test_the_readme_is_a_front_page_of_at_most_150_lines():
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 150, f"README.md has {len(lines)} lines; details belong in docs/"

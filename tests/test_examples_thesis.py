@@ -81,7 +81,7 @@ def test_mnist_full_settings_are_the_thesis_ones():
     assert (args.schedule, args.lr_schedule, args.sampler, args.steps) == ("linear", "linear", "ddpm", 400)
     cpu = example.parse_args(["--preset", "cpu", "--epochs", "3"])
     assert (cpu.epochs, cpu.batch_size, cpu.timesteps, cpu.final_fid_samples) == (3, 64, 1000, 10000)
-    # The library's measured recipe (docs/benchmarks.md) and its default sampler.
+    # The library's measured recipe (docs/lab_notes.md) and its default sampler.
     assert (cpu.schedule, cpu.lr_schedule, cpu.learning_rate) == ("cosine", "warmup_cosine", 2e-3)
     assert (cpu.sampler, cpu.steps) == (kd.samplers.RECOMMENDED, 10)
 

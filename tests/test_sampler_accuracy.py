@@ -54,7 +54,7 @@ def test_the_stochastic_dpm_solver_is_accurate_at_20_evaluations_where_ddpm_is_n
 @pytest.mark.parametrize("steps", [15, 20, 25])
 def test_the_recommended_sampler_is_within_one_percent_at_15_to_25_evaluations(steps):
     """The default: noise down to σ = 0.3, then 2M steps; measured within 0.6 % (std) at 15-25 evaluations."""
-    assert kd.samplers.RECOMMENDED == "dpmpp_2m_sde"  # generate()'s default, chosen by FID (docs/benchmarks.md)
+    assert kd.samplers.RECOMMENDED == "dpmpp_2m_sde"  # generate()'s default, chosen by FID (docs/lab_notes.md)
     sampler = kd.samplers.get_sampler(kd.samplers.RECOMMENDED)
     assert (sampler.eta, sampler.noise_sigma_min) == (1.0, kd.samplers.DEFAULT_NOISE_SIGMA_MIN)
     for std in STDS:

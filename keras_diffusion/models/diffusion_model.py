@@ -56,7 +56,7 @@ class DiffusionModel(OwnLossModel):
             `num_classes` means "no class" (classifier-free guidance).
         schedule: `"cosine"` (the default: Nichol & Dhariwal's ᾱ(t); on
             MNIST it reached a lower FID and a higher class accuracy at equal
-            updates than DDPM's linear β, docs/benchmarks.md), `"linear"`
+            updates than DDPM's linear β, docs/lab_notes.md), `"linear"`
             (DDPM's and the thesis') or a `keras_diffusion.schedules.NoiseSchedule`.
         timesteps: T; default 1000, or the schedule's own T.
         prediction: the network's target, `"v"` (default), `"epsilon"` (DDPM's
@@ -64,7 +64,7 @@ class DiffusionModel(OwnLossModel):
             with `sigma_data`: the network sees x_t scaled to unit variance
             and predicts F, `keras_diffusion.predictions`). v = √ᾱ ε − √(1−ᾱ) x_0
             trained a conditional MNIST model to a lower FID and a far higher
-            class accuracy per update than ε (docs/benchmarks.md).
+            class accuracy per update than ε (docs/lab_notes.md).
         ema_decay: EMA decay in [0, 1), or None to sample with the raw weights.
         ema_std: σ_rel of a power-function EMA (EDM2), e.g. 0.1, replacing
             the `ema_decay` one; or several, e.g. `(0.05, 0.10)`, to keep one
@@ -319,7 +319,7 @@ class DiffusionModel(OwnLossModel):
             sampler: a name from `keras_diffusion.samplers.available()` —
                 `"dpmpp_2m_sde"` (the default: SDE-DPM-Solver++(2M), DDPM's
                 fresh noise at every step with 2M's accuracy; the best FID
-                per network evaluation we measured, docs/benchmarks.md),
+                per network evaluation we measured, docs/lab_notes.md),
                 `"dpmpp_3m"` (DPM-Solver++ 3M, the most accurate solver of
                 the sampling ODE at 20 evaluations), `"dpmpp_2m"`,
                 `"ddim"` (DDIM eq. 12, η-controlled noise), `"ddpm"`

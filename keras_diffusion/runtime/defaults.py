@@ -40,7 +40,7 @@ def use_multithreaded_xla_cpu_convolutions(
     than on one core, and JAX trained 2.0x slower than TensorFlow. With
     `XLA_CPU_CONVOLUTION_FLAG` XLA uses its multithreaded Eigen convolutions
     instead (the probe U-Net's training step 1.4x faster on 2 cores;
-    `docs/benchmarks.md`). The flag is added to `XLA_FLAGS` only when the
+    `docs/lab_notes.md`). The flag is added to `XLA_FLAGS` only when the
     Keras backend is JAX, the process may use more than one CPU (on one,
     YNNPACK was as fast or up to 8 % faster), the installed jaxlib is one whose
     XLA knows the flag (XLA aborts on an unknown one) and `XLA_FLAGS` does not
@@ -88,13 +88,11 @@ def use_persistent_compilation_cache(environ: Mapping[str, str] = os.environ) ->
     """Keeps JAX's compiled programs on disk, so a later run skips compiling them (JAX backend; called on import).
 
     On JAX the first `fit` step and the first `generate` call compile an XLA
-    program, which took most of the first step: the 2.7 M-parameter U-Net's
-    first `fit` step 10.6-11.7 s in a fresh process, 3.7-4.3 s when the
-    program came from this cache (first `generate` 9.5-10.6 s against
-    7.0-8.4 s; AVX-512 CPU, `benchmarks/first_step.py`, docs/benchmarks.md). A script run again, or
-    the same model trained or sampled again in a new process, then skips
-    those compilations. JAX caches only programs that took at least
-    `jax_persistent_cache_min_compile_time_secs` (1 s) to compile, and keys
+    program, which is most of the first step's time; with this cache a script
+    run again, or the same model trained or sampled again in a new process,
+    skips those compilations (the first step about 2.7× faster, see
+    "First-call latency" in docs/lab_notes.md). JAX caches only programs that
+    took at least `jax_persistent_cache_min_compile_time_secs` (1 s) to compile, and keys
     them by the program, the XLA flags and the jaxlib version, so a changed
     model or setting compiles afresh.
 
@@ -169,14 +167,12 @@ def tensorflow_graph_rewrites(enabled: bool | None = None) -> bool | None:
 def skip_tensorflow_graph_rewrites(environ: Mapping[str, str] = os.environ) -> bool:
     """Turns off Grappler, TensorFlow's graph rewriter, where no GPU or TPU is visible (called on import).
 
-    TensorFlow rewrites every traced graph before its first run. On our 2-core
-    CPUs that took 1.3-6.6 s of the first `fit` step (the 2.7 M-parameter
-    U-Net's: 15.0 s on against 12.0 s off, means of three interleaved pairs on
-    an AVX-512 CPU; 25.5 s against 18.9 s on an AVX2 one), and the rewritten
-    training graphs ran no faster (the main job's step 247 ms on, 222 ms off);
-    the FID Inception's inference graph runs about 6 % slower without them
-    (`docs/benchmarks.md`). With a GPU or TPU visible Grappler stays on (its
-    layout and fusion rewrites serve those devices);
+    TensorFlow rewrites every traced graph before its first run. On 2-core
+    CPUs that cost seconds of the first `fit` step, and the rewritten training
+    graphs ran no faster; only the FID Inception's inference runs a few per cent
+    slower without them ("First-call latency" in docs/lab_notes.md). With a
+    GPU or TPU visible Grappler stays on (its layout and fusion rewrites serve
+    those devices);
     `KERAS_DIFFUSION_GRAPPLER=on` keeps it on anywhere and `=off` turns it off
     even there. The setting is TensorFlow's, for the whole process
     (`tensorflow_graph_rewrites`); it changes how graphs run, not what they
@@ -228,7 +224,9 @@ def apply_engine_defaults(environ: MutableMapping[str, str] = os.environ) -> dic
     """
     choice = environ.get(ENGINE_DEFAULTS_ENV, "").strip().lower()
     if choice not in ("", "on", "off"):
-        raise ValueError(f"{ENGINE_DEFAULTS_ENV} must be 'on' (the default) or 'off'; received {environ[ENGINE_DEFAULTS_ENV]!r}.")
+        raise ValueError(
+            f"{ENGINE_DEFAULTS_ENV} must be 'on' (the default) or 'off'; received {environ[ENGINE_DEFAULTS_ENV]!r}."
+        )
     if choice == "off":
         return {}
     return {

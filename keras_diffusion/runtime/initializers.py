@@ -1,12 +1,11 @@
 """Initializers that draw their values with NumPy on the host.
 
 Keras' built-in initializers run backend ops eagerly. On JAX each new variable
-shape is a new XLA program, compiled before it runs (about 0.1 s each on a
-2-core CPU): building a 2.7 M-parameter U-Net with its EMA and Adam's slots
-compiled 101 of them and took 8.6 s, against 0.8 s on TensorFlow. These
-subclasses keep the built-ins' distributions, arguments and configs and draw the
-values with NumPy, so that no program is compiled per variable shape (0.6 s;
-`benchmarks/first_step.py`).
+shape is a new XLA program, compiled before it runs, which made building a
+U-Net with its EMA and Adam's slots take seconds. These subclasses keep the
+built-ins' distributions, arguments and configs and draw the values with NumPy,
+so that no program is compiled per variable shape ("First-call latency" in
+docs/lab_notes.md).
 
 Seeds work as in Keras: an integer seed gives the same values at every call; with
 `seed=None` each instance draws its own integer seed from Python's `random` when

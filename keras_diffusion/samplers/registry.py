@@ -29,7 +29,7 @@ SAMPLERS = {
 }
 
 
-RECOMMENDED = "dpmpp_2m_sde"  # the sampler `DiffusionModel.generate` uses when none is named (docs/benchmarks.md)
+RECOMMENDED = "dpmpp_2m_sde"  # the sampler `DiffusionModel.generate` uses when none is named (docs/lab_notes.md)
 
 
 def available() -> list[str]:

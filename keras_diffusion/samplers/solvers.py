@@ -52,7 +52,7 @@ class DDIMSampler(Sampler):
         eta: η >= 0.
         spacing: default `"logsnr"`; at 50 steps it loses 5 % of the std of
             narrow Gaussian data where DDIM's usual `"leading"` loses 22 %
-            (docs/benchmarks.md).
+            (docs/lab_notes.md).
     """
 
     name = "ddim"
@@ -142,7 +142,7 @@ class DPMSolverPlusPlus2MSampler(Sampler):
     Args:
         spacing: default `"logsnr"` (equal steps in λ, where the solver's
             error is spread evenly; the most accurate spacing for it, see
-            docs/benchmarks.md).
+            docs/lab_notes.md).
     """
 
     name = "dpmpp_2m"
@@ -178,9 +178,8 @@ class DPMSolverPlusPlus2MSampler(Sampler):
         return x_next, (x0,)
 
 
-# σ below which `"dpmpp_2m_sde"` adds no noise by default: on the converged MNIST model FID 9.33 / 9.88 at
-# 10 / 20 steps against 9.42 / 9.89 with noise at every level (N = 2048), and on Gaussian data of std 0.1-0.6
-# a std error within 0.8 % at 15-25 steps against up to 4.1 % (docs/benchmarks.md, 2026-12-02).
+# σ below which `"dpmpp_2m_sde"` adds no noise by default: the noise there bought no FID on the converged MNIST
+# model and cost accuracy on Gaussian data (docs/benchmarks.md, "Which sampler?").
 DEFAULT_NOISE_SIGMA_MIN = 0.3
 
 
@@ -194,7 +193,7 @@ class DPMSolverPlusPlus2MSDESampler(DPMSolverPlusPlus2MSampler):
     steps below σ = 0.3 are noise-free DPM-Solver++(2M) steps, where the noise
     bought no FID and cost accuracy. On Gaussian data it reproduces the
     data's std within 1 % at 15-25 evaluations (with noise down to σ = 0:
-    within 2.9 % at 20). Both measured in docs/benchmarks.md. One evaluation
+    within 2.9 % at 20). Both measured in docs/lab_notes.md. One evaluation
     per step; the first step and the last (to the data) are first order.
 
     Args:
@@ -202,7 +201,7 @@ class DPMSolverPlusPlus2MSDESampler(DPMSolverPlusPlus2MSampler):
             default) is the reverse SDE; smaller values move towards the
             sampling ODE (`"dpmpp_2m"`, η = 0), trading the noise's
             washing-out of the network's error for a smaller discretisation
-            error (docs/benchmarks.md).
+            error (docs/lab_notes.md).
         noise_sigma_min: levels at or below this σ = √((1-ᾱ)/ᾱ) take
             noise-free DPM-Solver++(2M) steps (η = 0 there; EDM's S_tmin,
             Karras et al. 2022, Alg. 2). Default 0.3 (measured:
@@ -246,7 +245,7 @@ class DPMSolverPlusPlus3MSampler(Sampler):
 
     The most accurate solver of the sampling ODE here: at 20 network
     evaluations it reproduces the std of Gaussian data of std 0.1-0.6
-    within 1 % (docs/benchmarks.md). On a trained model the stochastic
+    within 1 % (docs/lab_notes.md). On a trained model the stochastic
     `"dpmpp_2m_sde"` (the default of `DiffusionModel.generate`) scores the
     better FID. The first two steps build up
     the order (1, 2, then 3) and the last one (to the data) is first order.

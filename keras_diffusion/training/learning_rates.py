@@ -2,7 +2,7 @@
 
 A diffusion model trained for a fixed budget of updates reaches a lower FID
 when its learning rate warms up and then decays to zero by the last update
-than at any constant rate we measured (docs/benchmarks.md, "Training
+than at any constant rate we measured (docs/lab_notes.md, "Training
 recipes"): `warmup_cosine` is that schedule, the default of the main job and
 of `keras-diffusion train`.
 """

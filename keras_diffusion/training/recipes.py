@@ -4,7 +4,7 @@ The command line, the main job and the examples build their optimizer with
 `optimizer_for_run`: Adam (`keras_diffusion.optimizers.Adam`) at the preset's
 measured peak learning rate, warmed up and decayed to zero over the run
 (`learning_rates.warmup_cosine`), which beat every constant rate we measured
-(docs/benchmarks.md, "Training recipes").
+(docs/lab_notes.md, "Training recipes").
 """
 
 import keras
@@ -12,9 +12,8 @@ import keras
 from keras_diffusion.training.learning_rates import warmup_cosine
 from keras_diffusion.training.optimizers import Adam
 
-# Adam's peak learning rate per preset, measured with warm-up + cosine decay to 0 at batch 64 (docs/benchmarks.md):
-# on micro (pixel-shuffle upsampling) 1e-2 beat 7e-3 on both seeds of the main job, 7e-3 had beaten 3e-3 on both,
-# 4e-3 and 5e-3 falling in between (3e-3 had beaten 2e-3 with DDPM's upsampling); 2e-3 beat 1e-3 and 4e-3 on tiny.
+# Adam's peak learning rate per preset: the best of the peaks measured with warm-up + cosine decay to 0 at batch 64
+# (docs/benchmarks.md, "How good are the samples per minute of training?").
 PEAK_LEARNING_RATES: dict[str, float] = {"micro": 1e-2, "tiny": 2e-3}
 
 #: Adam's learning rate for a network without a measured peak (DDPM's).

@@ -1,21 +1,19 @@
 """The named U-Nets of the library, its examples and its command line: constructor arguments per name (data only).
 
 `UNet.preset(name)` builds one; `keras_diffusion.training.recipes` holds the
-learning rate measured for each. Why each was chosen is in docs/benchmarks.md.
+learning rate measured for each. Why each was chosen is in docs/lab_notes.md.
 """
 
 PRESETS: dict[str, dict] = {
-    # The main job's since 2026-12-02: "tiny" at a quarter of its parameters (0.27 M). At the main job's budget
-    # (750 s of a 2-core CPU) it takes 2.8x as many updates and scored FID 14.8 against tiny's 19.0
-    # (docs/benchmarks.md, "Network width and depth at equal seconds"). Its upsampling convolutions run at the lower
-    # side and shuffle their channels into pixels (0.30 M): steps 11 % faster, FID 16.6 against 17.7 at 400 s and
-    # 14.23 against 14.76 in the main job, two seeds each (docs/benchmarks.md, "The decoder's upsampling").
+    # The main job's: "tiny" at a quarter of its width, with pixel-shuffle upsampling (0.30 M parameters). At a
+    # CPU's minutes it takes more updates and reaches a lower FID than any wider network we measured
+    # (docs/benchmarks.md, "How good are the samples per minute of training?").
     "micro": dict(
         image_shape=(28, 28, 1), widths=(16, 32, 32), num_res_blocks=1, attention_resolutions=(), num_classes=10,
         dropout=0.0, norm_groups=8, upsampling="pixel_shuffle",
     ),
     # One residual block per level, attention only in the middle block (7x7), 1.06 M parameters: the CLI's
-    # default and the converged MNIST run's network (FID 4.09 after 7,504 updates).
+    # default and the network of the converged MNIST run (docs/benchmarks.md).
     "tiny": dict(
         image_shape=(28, 28, 1), widths=(32, 64, 64), num_res_blocks=1, attention_resolutions=(), num_classes=10,
         dropout=0.0, norm_groups=8,

@@ -213,7 +213,7 @@ def _conditioning(x_input, width: int, embedding_dim: int, num_classes: int | No
         label_input = keras.Input(shape=(), dtype="int32", name="labels")
         inputs.append(label_input)
         # N(0, 1) rows, as large as the time embedding: Keras' default uniform(±0.05) is 35x smaller and left a
-        # conditional MNIST model near chance class accuracy after its first updates (docs/benchmarks.md).
+        # conditional MNIST model near chance class accuracy after its first updates (docs/lab_notes.md).
         class_embedding = layers.Embedding(
             num_classes + 1, embedding_dim, embeddings_initializer=RandomNormal(stddev=1.0), name="class_embedding"
         )
@@ -229,7 +229,8 @@ class _Blocks:
         self.num_heads, self.attention_resolutions = num_heads, attention_resolutions
 
     def residual(self, x, filters: int, name: str):
-        return ResidualBlock(filters, dropout=self.dropout, norm_groups=self.norm_groups, name=name)([x, self.embedding])
+        block = ResidualBlock(filters, dropout=self.dropout, norm_groups=self.norm_groups, name=name)
+        return block([x, self.embedding])
 
     def attention(self, x, name: str, always: bool = False):
         if always or x.shape[1] in self.attention_resolutions:
@@ -247,7 +248,10 @@ def _levels(blocks: _Blocks, x, widths, num_res_blocks: int, upsampling: str):
             x = blocks.attention(x, f"down_{level}_attention_{block}")
             skips.append(x)
         if level < len(widths) - 1:
-            x = layers.Conv2D(width, 3, strides=2, padding="same", name=f"down_{level}_downsample", **layer_initializers())(x)
+            downsample = layers.Conv2D(
+                width, 3, strides=2, padding="same", name=f"down_{level}_downsample", **layer_initializers()
+            )
+            x = downsample(x)
             skips.append(x)
     x = blocks.residual(x, widths[-1], "middle_res_0")
     x = blocks.attention(x, "middle_attention", always=True)
