@@ -78,6 +78,8 @@ def fresh_cache(tmp_path, monkeypatch):
     monkeypatch.delenv(inception_weights.WEIGHTS_ENV_VAR, raising=False)
     monkeypatch.delenv(inception_weights.SHA256_ENV_VAR, raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    for proxy in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)  # the test server is on this machine
     return tmp_path
 
 

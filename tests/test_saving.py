@@ -29,3 +29,20 @@ def test_overwrite_false_refuses_an_existing_file_and_keeps_it(model, tmp_path):
     with pytest.raises(FileExistsError, match="overwrite=True"):
         model.save(path, overwrite=False)
     assert path.read_bytes() == b"keep me" and os.listdir(tmp_path) == ["model.keras"]
+
+
+def test_an_inference_export_samples_what_the_models_ema_samples_and_keeps_no_training_state(tmp_path):
+    from conftest import tiny_unet
+
+    original = kd.DiffusionModel(tiny_unet(), timesteps=20, seed=3)
+    rng = np.random.default_rng(0)
+    original.set_ema_weights([w + 0.05 * rng.standard_normal(w.shape).astype(w.dtype) for w in original.ema_weights()])
+    path = kd.models.export_for_inference(original, tmp_path / "small.keras")
+    assert os.listdir(tmp_path) == ["small.keras"]
+    exported = keras.models.load_model(path)
+    assert exported.weight_averages.sets == [] and getattr(exported, "optimizer", None) is None
+    arguments = dict(sampler="ddim", steps=3, labels=[0, 1], seed=5)
+    np.testing.assert_array_equal(exported.generate(2, **arguments), original.generate(2, use_ema=True, **arguments))
+    assert not np.array_equal(exported.generate(2, **arguments), original.generate(2, use_ema=False, **arguments))
+    with pytest.raises(ValueError, match=".keras"):
+        kd.models.export_for_inference(original, tmp_path / "small.h5")

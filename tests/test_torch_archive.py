@@ -72,3 +72,35 @@ def test_a_file_of_another_format_is_reported_as_corrupt(tmp_path):
     path.write_bytes(os.urandom(256))
     with pytest.raises(CorruptArchiveError, match="Not a PyTorch zip archive"):
         read_torch_archive(path)
+
+
+def _archive_with_pickle(body: bytes) -> io.BytesIO:
+    return io.BytesIO(torchscript_bytes({"a": np.zeros(1, "float32")}, pickle_bytes=body))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x80\x02ctorch\nFloatStorage\n}X\x05\x00\x00\x00dtypeX\x02\x00\x00\x00i8sb.",  # BUILD on a storage type
+        b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n}X\x0c\x00\x00\x00__defaults__(K\x05tsb.",  # on a rebuild function
+        b"\x80\x02ccollections\nOrderedDict\n}X\x03\x00\x00\x00getK\x01sb.",  # on the dict class
+    ],
+)
+def test_a_pickle_cannot_change_the_readers_own_objects_for_the_next_file(body):
+    with pytest.raises((UnsafeArchiveError, CorruptArchiveError)):
+        read_torch_archive(_archive_with_pickle(body))
+    tensors = {"net.layers.conv.weight": np.arange(6, dtype="float32").reshape(2, 3)}
+    read = read_torch_archive(io.BytesIO(torchscript_bytes(tensors)))  # the next file reads as before
+    np.testing.assert_array_equal(read["net.layers.conv.weight"], tensors["net.layers.conv.weight"])
+
+
+def test_a_list_that_contains_itself_is_walked_once():
+    assert read_torch_archive(_archive_with_pickle(b"\x80\x02]q\x00h\x00a.")) == {}
+
+
+def test_a_stride_zero_tensor_far_larger_than_its_storage_is_refused():
+    from keras_diffusion.data.torch_archive import _rebuild_tensor
+
+    with pytest.raises(CorruptArchiveError, match="implausibly"):
+        _rebuild_tensor(np.zeros(1, "float32"), 0, (10**12,), (0,))
+    np.testing.assert_array_equal(_rebuild_tensor(np.arange(2, dtype="float32"), 0, (3, 2), (0, 1)), [[0, 1]] * 3)

@@ -96,9 +96,12 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+        if "default" in text or action.default is None or action.default is False:
+            return text
+        if action.default == argparse.SUPPRESS:
             return text
         return super()._get_help_string(action)
+
 
 def add_sampling_options(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
@@ -124,7 +127,7 @@ def make_feature_extractor(batch_size: int):
 
 
 def sampling_from_args(args, batch_size: int | None = None, use_ema: bool = True) -> kd.samplers.Sampling:
-    """The sampler (with its --eta), steps and guidance as one `Sampling`, handed whole to generate and the callbacks."""
+    """The sampler (with its --eta), steps and guidance as one `Sampling`, for generate and the callbacks."""
     sampler = kd.samplers.get_sampler(args.sampler, **({} if args.eta is None else {"eta": args.eta}))
     return kd.samplers.Sampling(
         sampler, steps=args.steps, guidance_scale=args.guidance_scale, batch_size=batch_size, use_ema=use_ema

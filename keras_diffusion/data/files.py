@@ -41,7 +41,7 @@ def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def replaced_atomically(path: str | os.PathLike, suffix: str):
+def replaced_atomically(path: str | os.PathLike, suffix: str, every_process: bool = False):
     """Yields a temporary path beside `path`, renamed over `path` when the block ends; removed if it raises.
 
     On a process other than the chief of a multi-process run the temporary
@@ -50,6 +50,8 @@ def replaced_atomically(path: str | os.PathLike, suffix: str):
     Args:
         path: the destination; its directory is created if missing.
         suffix: the temporary file's ending (some writers choose the format by it).
+        every_process: write on every process, not only the chief (a cache each
+            process needs on its own machine; equal contents replace each other).
 
     Returns:
         A context manager yielding the temporary path to write.
@@ -61,7 +63,7 @@ def replaced_atomically(path: str | os.PathLike, suffix: str):
     >>> open(path).read()
     'done'
     """
-    if not is_chief():
+    if not every_process and not is_chief():
         private = tempfile.mkdtemp(prefix="keras-diffusion-not-chief-")
         try:
             yield os.path.join(private, "discarded" + suffix)
@@ -89,12 +91,13 @@ def _current_umask() -> int:
     return umask
 
 
-def save_npz_atomically(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
+def save_npz_atomically(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], every_process: bool = False) -> None:
     """Writes arrays as an uncompressed `.npz` with `write_bytes_atomically`.
 
     Args:
         path: destination.
         arrays: name -> array.
+        every_process: write on every process of a multi-process run (see `replaced_atomically`).
 
     Returns:
         None.
@@ -107,7 +110,8 @@ def save_npz_atomically(path: str | os.PathLike, arrays: Mapping[str, np.ndarray
     """
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    write_bytes_atomically(path, buffer.getvalue())
+    with replaced_atomically(path, ".npz", every_process) as temporary, open(temporary, "wb") as file:
+        file.write(buffer.getvalue())
 
 
 def save_model_atomically(model, path: str | os.PathLike) -> None:

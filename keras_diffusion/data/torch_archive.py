@@ -39,6 +39,10 @@ class CorruptArchiveError(ValueError):
     """The file is not a readable PyTorch archive (truncated, damaged, or another format)."""
 
 
+#: Elements one tensor may have per element of its storage (a stride-0 view repeats them; more is an attack).
+MAX_EXPANSION = 64
+
+
 class ScriptObject:
     """What a `__torch__.*` object of a TorchScript archive becomes: its attributes, nothing else."""
 
@@ -47,15 +51,45 @@ class ScriptObject:
 
     def __setstate__(self, state):
         if not isinstance(state, dict):
-            raise UnsafeArchiveError(f"A TorchScript object's state must be a dict of attributes; found {type(state).__name__}.")
+            raise UnsafeArchiveError(
+                f"A TorchScript object's state must be a dict of attributes; found {type(state).__name__}."
+            )
         self.__dict__.update(state)
 
 
+class _Admitted:
+    """An admitted callable as the unpickler sees it: callable, and refusing to have its state set (BUILD), so
+    that one file cannot change what the reader does with the next."""
+
+    __slots__ = ("_function",)
+
+    def __init__(self, function):
+        object.__setattr__(self, "_function", function)
+
+    def __call__(self, *args):
+        return self._function(*args)
+
+    def __setstate__(self, state):
+        raise UnsafeArchiveError("The archive's pickle tries to change one of the reader's own callables.")
+
+    def __setattr__(self, name, value):
+        raise UnsafeArchiveError("The archive's pickle tries to change one of the reader's own callables.")
+
+
 class _StorageType:
-    """Stands for `torch.FloatStorage` & co. in a persistent id: the dtype of a storage's bytes."""
+    """Stands for `torch.FloatStorage` & co. in a persistent id: the dtype of a storage's bytes (made per read)."""
+
+    __slots__ = ("name", "dtype")
 
     def __init__(self, name: str):
-        self.name, self.dtype = name, np.dtype(STORAGE_DTYPES[name])
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "dtype", np.dtype(STORAGE_DTYPES[name]))
+
+    def __setstate__(self, state):
+        raise UnsafeArchiveError("The archive's pickle tries to change a storage type.")
+
+    def __setattr__(self, name, value):
+        raise UnsafeArchiveError("The archive's pickle tries to change a storage type.")
 
 
 def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
@@ -66,6 +100,8 @@ def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=No
     last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else offset - 1
     if last >= len(storage):
         raise CorruptArchiveError(f"A tensor of shape {size} reaches element {last} of a storage of {len(storage)}.")
+    if int(np.prod(size, dtype=np.float64)) > MAX_EXPANSION * max(len(storage), 1):
+        raise CorruptArchiveError(f"A tensor of shape {size} repeats a storage of {len(storage)} elements implausibly.")
     if not all(size):
         return np.zeros(size, storage.dtype)
     view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=[s * storage.itemsize for s in stride])
@@ -94,9 +130,7 @@ _ADMITTED = {
     ("torch.jit._pickle", "build_doublelist"): _list,
     ("torch.jit._pickle", "build_boollist"): _list,
     ("torch.jit._pickle", "build_tensorlist"): _list,
-    ("torch.jit._pickle", "build_tensor_from_id"): None,  # refers to tensors outside the pickle: refused below
     ("torch.jit._pickle", "restore_type_tag"): _restore_type_tag,
-    **{("torch", name): _StorageType(name) for name in STORAGE_DTYPES},
 }
 
 
@@ -106,9 +140,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._archive, self._prefix, self._storages = archive, prefix, {}
 
     def find_class(self, module: str, name: str):
+        if module == "torch" and name in STORAGE_DTYPES:
+            return _StorageType(name)
         admitted = _ADMITTED.get((module, name))
         if admitted is not None:
-            return admitted
+            return _Admitted(admitted)
         if module == "__torch__" or module.startswith("__torch__."):
             return type(name, (ScriptObject,), {"__module__": module})
         raise UnsafeArchiveError(
@@ -126,7 +162,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
             except KeyError:
                 raise CorruptArchiveError(f"The archive lacks the storage data/{key} its pickle refers to.") from None
             if len(data) % storage_type.dtype.itemsize:
-                raise CorruptArchiveError(f"Storage data/{key} has {len(data)} bytes, not whole {storage_type.name} items.")
+                raise CorruptArchiveError(
+                    f"Storage data/{key} has {len(data)} bytes, not whole {storage_type.name} items."
+                )
             self._storages[key] = np.frombuffer(data, storage_type.dtype)
         return self._storages[key]
 
@@ -163,25 +201,31 @@ def read_torch_archive(path_or_file) -> dict[str, np.ndarray]:
         try:
             record = archive.read(pickles[0])
             saved = _RestrictedUnpickler(io.BytesIO(record), archive, prefix).load()
+            tensors: dict[str, np.ndarray] = {}
+            _collect(saved, "", tensors, set())
         except (UnsafeArchiveError, CorruptArchiveError):
             raise
-        except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError) as error:
-            raise CorruptArchiveError(f"The archive's pickle cannot be read ({type(error).__name__}: {error}).") from None
-    tensors: dict[str, np.ndarray] = {}
-    _collect(saved, "", tensors)
+        except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError,
+                AttributeError, OverflowError, RecursionError, MemoryError) as error:  # fmt: skip
+            message = f"The archive's pickle cannot be read ({type(error).__name__}: {error})."
+            raise CorruptArchiveError(message) from None
     return tensors
 
 
-def _collect(value, name: str, tensors: dict) -> None:
-    """Every array under `value`: attributes of script objects, dict items and list entries, by dotted path."""
+def _collect(value, name: str, tensors: dict, seen: set) -> None:
+    """Every array under `value`: attributes of script objects, dict items and list entries, by dotted path.
+
+    A container met twice (a module shared by two parents, or a cycle) is walked once, under its first path.
+    """
     if isinstance(value, np.ndarray):
         tensors[name] = value
-    elif isinstance(value, ScriptObject):
-        for key, item in vars(value).items():
-            _collect(item, f"{name}.{key}" if name else key, tensors)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _collect(item, f"{name}.{key}" if name else str(key), tensors)
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            _collect(item, f"{name}.{index}" if name else str(index), tensors)
+        return
+    if not isinstance(value, (ScriptObject, dict, list, tuple)) or id(value) in seen:
+        return
+    seen.add(id(value))
+    if isinstance(value, ScriptObject):
+        items = vars(value).items()
+    else:
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        _collect(item, f"{name}.{key}" if name else str(key), tensors, seen)

@@ -19,10 +19,13 @@ There is no fallback to other weights: FID numbers computed with any other
 network are not comparable with published ones.
 """
 
+import contextlib
 import hashlib
+import http.client
 import os
 import re
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -132,6 +135,7 @@ def download_and_convert_weights(
         )
     folder = os.path.dirname(os.path.abspath(destination))
     os.makedirs(folder, exist_ok=True)
+    _remove_stale_downloads(folder)
     handle, temporary = tempfile.mkstemp(prefix=".inception-download-", suffix=".pt", dir=folder)
     os.close(handle)
     try:
@@ -145,10 +149,19 @@ def download_and_convert_weights(
         converted = torchscript_state_to_npz_layout(read_torch_archive(temporary))
         if "net.layers.conv.weight" not in converted:
             raise CorruptArchiveError(f"The archive from {url} holds no FID Inception parameters (net.layers.*).")
-        save_npz_atomically(destination, converted)
+        save_npz_atomically(destination, converted, every_process=True)  # each process's own cache
     finally:
         os.remove(temporary)
     return destination
+
+
+def _remove_stale_downloads(folder: str, older_than_seconds: float = 3600.0) -> None:
+    """Deletes partial downloads left by a killed process (a running one's are younger)."""
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name.startswith(".inception-download-") and time.time() - os.path.getmtime(path) > older_than_seconds:
+            with contextlib.suppress(OSError):
+                os.remove(path)
 
 
 def _download(url: str, path: str, verbose: bool) -> str:
@@ -165,7 +178,7 @@ def _download(url: str, path: str, verbose: bool) -> str:
                 digest.update(chunk)
                 if progress is not None:
                     progress.add(len(chunk))
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as error:
         raise RuntimeError(
             f"Could not download the FID Inception weights from {url} ({error}). Without a network, set "
             f"{WEIGHTS_ENV_VAR} to the path of a converted '{CONVERTED_FILENAME}', or {URL_ENV_VAR} to a mirror."

@@ -23,7 +23,7 @@ from keras_diffusion import samplers as sampler_registry
 from keras_diffusion.data.files import write_bytes_atomically
 from keras_diffusion.metrics.fid import FID
 from keras_diffusion.metrics.statistics import FeatureStatistics
-from keras_diffusion.samplers import Sampling
+from keras_diffusion.samplers import Sampling, sampler_label
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,21 +52,6 @@ class SweepPoint:
     num_samples: int
     num_real_samples: int
     generate_seconds: float
-
-
-def sampler_label(sampler: "sampler_registry.Sampler") -> str:
-    """The sampler's name, with the settings that differ from its defaults: `dpmpp_2m_sde (eta=0.25)`.
-
-    Example:
-    >>> sampler_label(kd.samplers.get_sampler("dpmpp_2m_sde", eta=0.25)), sampler_label(kd.samplers.get_sampler("ddim"))
-    ('dpmpp_2m_sde (eta=0.25)', 'ddim')
-    """
-    try:
-        defaults = type(sampler)().get_config()
-    except TypeError:  # a sampler of the user's own without defaults for every argument
-        return sampler.name
-    changed = [f"{key}={value}" for key, value in sampler.get_config().items() if defaults.get(key) != value]
-    return f"{sampler.name} ({', '.join(changed)})" if changed else sampler.name
 
 
 def fid_versus_nfe(

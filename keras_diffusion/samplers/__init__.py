@@ -10,7 +10,7 @@
 """
 
 from keras_diffusion.samplers.base import Sampler, StepValues
-from keras_diffusion.samplers.registry import RECOMMENDED, SAMPLERS, available, get_sampler
+from keras_diffusion.samplers.registry import RECOMMENDED, SAMPLERS, available, get_sampler, sampler_label
 from keras_diffusion.samplers.rules import (
     ddim_sigma,
     ddim_step,

@@ -1,4 +1,4 @@
-"""The samplers by name: `SAMPLERS`, the `RECOMMENDED` default, `available()` and `get_sampler()`."""
+"""The samplers by name: `SAMPLERS`, the `RECOMMENDED` default, `available()`, `get_sampler()` and `sampler_label()`."""
 
 import inspect
 
@@ -13,7 +13,6 @@ from keras_diffusion.samplers.solvers import (
     EulerSampler,
     HeunSampler,
 )
-
 
 SAMPLERS = {
     "ddpm": DDPMSampler,
@@ -67,3 +66,18 @@ def get_sampler(identifier: "str | Sampler", **kwargs) -> Sampler:
             f"The {identifier!r} sampler does not take {unknown}; it takes {sorted(accepted) or 'no arguments'}."
         )
     return cls(**kwargs)
+
+
+def sampler_label(sampler: Sampler) -> str:
+    """The sampler's name, with the settings that differ from its defaults: `dpmpp_2m_sde (eta=0.25)`.
+
+    Example:
+    >>> sampler_label(kd.samplers.get_sampler("dpmpp_2m_sde", eta=0.25)), sampler_label(kd.samplers.get_sampler("ddim"))
+    ('dpmpp_2m_sde (eta=0.25)', 'ddim')
+    """
+    try:
+        defaults = type(sampler)().get_config()
+    except TypeError:  # a sampler of the user's own without defaults for every argument
+        return sampler.name
+    changed = [f"{key}={value}" for key, value in sampler.get_config().items() if defaults.get(key) != value]
+    return f"{sampler.name} ({', '.join(changed)})" if changed else sampler.name

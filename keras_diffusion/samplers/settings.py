@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 
 from keras_diffusion.samplers.base import Sampler
-from keras_diffusion.samplers.registry import RECOMMENDED, get_sampler
+from keras_diffusion.samplers.registry import RECOMMENDED, get_sampler, sampler_label
 
 
 def _is_count(value) -> bool:
@@ -56,7 +56,8 @@ class Sampling:
         if self.steps is not None and not _is_count(self.steps):
             raise ValueError(f"`steps` must be a positive integer or None; received {self.steps!r}.")
         scale = self.guidance_scale
-        if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number)) or not np.isfinite(scale) or scale < 0:
+        is_number = isinstance(scale, (int, float, np.number)) and not isinstance(scale, bool)
+        if not is_number or not np.isfinite(scale) or scale < 0:
             raise ValueError(f"`guidance_scale` must be a finite number >= 0; received {scale!r}.")
         if self.batch_size is not None and not _is_count(self.batch_size):
             raise ValueError(f"`batch_size` must be a positive integer or None; received {self.batch_size!r}.")
@@ -74,8 +75,8 @@ class Sampling:
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
 
     def describe(self) -> str:
-        """A short label for logs and plots, e.g. "ddim, 50 steps, w = 2"."""
-        sampler = self.sampler if isinstance(self.sampler, str) else self.sampler.name
+        """A short label for logs and plots, e.g. "ddim, 50 steps, w = 2" or "ddim (eta=1.0), 20 steps"."""
+        sampler = sampler_label(self.sampler_object())
         steps = "default steps" if self.steps is None else f"{self.steps} steps"
         guidance = f", w = {self.guidance_scale:g}" if self.guidance_scale else ""
         return f"{sampler}, {steps}{guidance}"

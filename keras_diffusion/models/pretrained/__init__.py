@@ -93,8 +93,8 @@ def export_for_inference(model: DiffusionModel, path: str | os.PathLike) -> str:
     config = {**model.get_config(), "ema_decay": None, "ema_std": None}
     copy = DiffusionModel.from_config(config)
     averaged = model.weight_averages.sets[0] if model.weight_averages.sets else model.denoiser.trainable_variables
-    pairs = list(zip(copy.denoiser.trainable_variables, averaged))
-    pairs += list(zip(copy.denoiser.non_trainable_variables, model.denoiser.non_trainable_variables))
+    pairs = list(zip(copy.denoiser.trainable_variables, averaged, strict=True))
+    pairs += list(zip(copy.denoiser.non_trainable_variables, model.denoiser.non_trainable_variables, strict=True))
     for target, source in pairs:
         target.assign(np.asarray(keras.ops.convert_to_numpy(source)))
     with tempfile.TemporaryDirectory() as folder:
