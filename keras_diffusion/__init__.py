@@ -19,14 +19,37 @@ else lives in a sub-package named for its job:
 names the docs use (`kd.datasets.load`, `kd.optimizers.Adam`, ...).
 """
 
+import contextlib as _contextlib
 import os as _os
 import sys as _sys
 
-if _os.path.basename((getattr(_sys, "argv", None) or [""])[0]) == "keras-diffusion":
-    # The command prints no TensorFlow/XLA C++ start-up lines unless the user set the level themselves.
-    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_diffusion.runtime.defaults import apply_engine_defaults  # noqa: E402
+@_contextlib.contextmanager
+def _quiet_engine_start():
+    """In the `keras-diffusion` command, the engines import with the process's stderr sent to /dev/null.
+
+    TensorFlow and XLA write start-up lines from C++ straight to stderr when they load, before their
+    logging honours TF_CPP_MIN_LOG_LEVEL. The command hides them unless the user set that variable or
+    KERAS_DIFFUSION_DEBUG; Python errors still surface (they are raised after stderr is restored).
+    """
+    command = _os.path.basename((getattr(_sys, "argv", None) or [""])[0]) == "keras-diffusion"
+    if not command or "TF_CPP_MIN_LOG_LEVEL" in _os.environ or _os.environ.get("KERAS_DIFFUSION_DEBUG"):
+        yield
+        return
+    _os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    _sys.stderr.flush()
+    saved, silent = _os.dup(2), _os.open(_os.devnull, _os.O_WRONLY)
+    _os.dup2(silent, 2)
+    try:
+        yield
+    finally:
+        _os.dup2(saved, 2)
+        _os.close(saved)
+        _os.close(silent)
+
+
+with _quiet_engine_start():
+    from keras_diffusion.runtime.defaults import apply_engine_defaults  # imports Keras and its engine
 
 apply_engine_defaults()  # before any engine runs; see runtime/defaults.py and docs/installation.md
 

@@ -8,6 +8,7 @@ Inception port itself is tested in test_inception.py.
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import warnings
@@ -231,3 +232,38 @@ def test_an_image_folder_with_class_subfolders_loads_as_labelled_data_of_the_fir
     assert images.shape == (5, 12, 8, 3) and labels.tolist() == [0, 0, 1, 1, 1] and dataset is None
     images, _, _ = kd.datasets.load_dataset_or_folder(str(tmp_path), "train", None, 4, image_size=(16, 16), grayscale=True)
     assert images.shape == (4, 16, 16, 1) and 0.0 <= images.min() and images.max() <= 1.0
+
+
+def _command() -> str:
+    beside = os.path.join(os.path.dirname(sys.executable), "keras-diffusion")
+    found = beside if os.path.exists(beside) else shutil.which("keras-diffusion")
+    if not found:
+        pytest.skip("the keras-diffusion command is not installed")
+    return found
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's C++ start-up lines")
+def test_the_command_prints_no_engine_start_up_lines_unless_the_user_asks_for_them():
+    environ = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_DIFFUSION_DEBUG")}
+    quiet = subprocess.run([_command(), "--version"], env=environ, capture_output=True, text=True, check=True)
+    assert quiet.stdout.strip() == f"keras-diffusion {kd.__version__}"
+    assert "I0000" not in quiet.stderr and "oneDNN" not in quiet.stderr, quiet.stderr
+
+
+@pytest.mark.parametrize("program, user_level, hidden", [
+    ("keras-diffusion", None, True), ("keras-diffusion", "0", False), ("python", None, False),
+])  # fmt: skip
+def test_native_output_is_hidden_while_the_engines_start_only_in_the_command(
+    program, user_level, hidden, monkeypatch, capfd
+):
+    monkeypatch.setattr(sys, "argv", [f"/some/bin/{program}"])
+    monkeypatch.delenv("KERAS_DIFFUSION_DEBUG", raising=False)
+    if user_level is None:
+        monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    else:
+        monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", user_level)
+    with kd._quiet_engine_start():
+        os.write(2, b"native start-up line\n")
+    os.write(2, b"after\n")
+    assert ("native start-up line" in capfd.readouterr().err) is not hidden
+    assert os.environ.get("TF_CPP_MIN_LOG_LEVEL") == ("2" if hidden else user_level)
