@@ -19,12 +19,13 @@ import numpy as np
 from keras_diffusion.runtime.distributed import is_chief
 
 
-def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:
+def write_bytes_atomically(path: str | os.PathLike, data: bytes, every_process: bool = False) -> None:
     """Writes `data` to a temporary file beside `path`, then renames it over `path`.
 
     Args:
         path: destination; its directory is created if missing.
         data: the file's contents.
+        every_process: write on every process of a multi-process run (see `replaced_atomically`).
 
     Returns:
         None.
@@ -35,7 +36,7 @@ def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:
     >>> open(path, "rb").read()
     b'done'
     """
-    with replaced_atomically(path, os.path.splitext(os.fspath(path))[1]) as temporary:
+    with replaced_atomically(path, os.path.splitext(os.fspath(path))[1], every_process) as temporary:
         with open(temporary, "wb") as file:
             file.write(data)
 
@@ -110,8 +111,7 @@ def save_npz_atomically(path: str | os.PathLike, arrays: Mapping[str, np.ndarray
     """
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    with replaced_atomically(path, ".npz", every_process) as temporary, open(temporary, "wb") as file:
-        file.write(buffer.getvalue())
+    write_bytes_atomically(path, buffer.getvalue(), every_process)
 
 
 def save_model_atomically(model, path: str | os.PathLike) -> None:
